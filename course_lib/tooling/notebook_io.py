@@ -1,0 +1,114 @@
+"""Reading, writing and locating the course's notebooks.
+
+Writes are atomic (a temporary file in the same folder, then a rename), so an
+interrupted run never leaves a half-written notebook behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+KERNEL_NAME = "reward-course"
+KERNEL_DISPLAY_NAME = "Python (reward course)"
+CHAPTER_FOLDERS = ("notebooks", "solutions", "exercises")
+
+
+def repo_root() -> Path:
+    """The course checkout that holds ``notebooks/`` (found from the current folder)."""
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "notebooks").is_dir() and (candidate / "course_lib").is_dir():
+            return candidate
+    package_parent = Path(__file__).resolve().parents[2]
+    if (package_parent / "notebooks").is_dir():
+        return package_parent
+    raise FileNotFoundError(
+        f"could not find the course folder (one holding notebooks/ and course_lib/) "
+        f"from {here}; run the command inside the course checkout"
+    )
+
+
+def read_notebook(path: str | os.PathLike) -> nbformat.NotebookNode:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"notebook not found: {path}")
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as error:  # nbformat raises several unrelated types
+        raise ValueError(f"{path}: not a readable Jupyter notebook ({error})") from error
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def notebook_text(nb: nbformat.NotebookNode) -> str:
+    """The canonical on-disk form of a notebook (one-space indent, trailing newline)."""
+    text = nbformat.writes(nb, version=4)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def write_notebook(nb: nbformat.NotebookNode, path: str | os.PathLike) -> None:
+    write_text_atomic(path, notebook_text(nb))
+
+
+def chapter_notebooks(folder: str, root: Path | None = None) -> list[Path]:
+    """The chapter notebooks (``NN_name.ipynb``) of one course folder, in order."""
+    if folder not in CHAPTER_FOLDERS:
+        raise ValueError(f"unknown course folder {folder!r}; expected one of {CHAPTER_FOLDERS}")
+    root = root or repo_root()
+    return sorted(p for p in (root / folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve_notebooks(names: list[str], folder: str = "notebooks", root: Path | None = None) -> list[Path]:
+    """Turn ``["01", "02_reward_models", "notebooks/03_x.ipynb"]`` into notebook paths."""
+    available = chapter_notebooks(folder, root)
+    if not names:
+        return available
+    chosen = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".ipynb" and path.is_file():
+            chosen.append(path.resolve())
+            continue
+        matches = [p for p in available if p.stem == name or p.stem.startswith(f"{name}_") or p.stem.split("_", 1)[0] == name]
+        if not matches:
+            known = ", ".join(p.stem for p in available) or "none"
+            raise FileNotFoundError(f"no notebook matches {name!r} in {folder}/ (available: {known})")
+        chosen.extend(matches)
+    return chosen
+
+
+def parameters_cell_index(nb: nbformat.NotebookNode) -> int | None:
+    """Index of the cell tagged ``parameters`` (papermill's convention), if any."""
+    for index, cell in enumerate(nb.cells):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return index
+    return None
