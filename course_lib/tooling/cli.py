@@ -1,0 +1,143 @@
+"""The ``course`` command.
+
+    course run [NOTEBOOK ...] [--profile smoke|standard|full] [-p NAME VALUE ...]
+    course refresh [NOTEBOOK ...]          re-execute committed notebooks in place
+    course build-exercises                 write exercises/ from solutions/
+    course check                           exercises in sync, no stray notebook state
+    course grade SUBMISSION ... [--output grades/]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+PROFILES = ("smoke", "standard", "full")
+
+
+def _cmd_run(args) -> int:
+    from .execute import parse_parameter, run_course
+    from .notebook_io import repo_root, resolve_notebooks
+
+    root = repo_root()
+    notebooks = resolve_notebooks(args.notebooks, "notebooks", root)
+    extra = {name: parse_parameter(value) for name, value in args.parameter}
+    output_dir = Path(args.output or root / "build" / args.profile)
+
+    def announce(path, parameters):
+        print(f"running {path.name} with {parameters} ...", flush=True)
+
+    runs = run_course(notebooks, output_dir, args.profile, extra, log_output=args.log_output, on_start=announce)
+    for run in runs:
+        print(f"  {run.notebook}: {'ok' if run.ok else 'FAILED'} in {run.seconds:g} s")
+    print(f"executed notebooks and report: {output_dir / 'report.md'}")
+    failures = [run for run in runs if not run.ok]
+    for run in failures:
+        print(f"error: {run.error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _cmd_refresh(args) -> int:
+    from .execute import refresh_notebook
+    from .notebook_io import repo_root, resolve_notebooks
+
+    for path in resolve_notebooks(args.notebooks, "notebooks", repo_root()):
+        print(f"refreshing {path.name} ...", flush=True)
+        print(f"  done in {refresh_notebook(path):.1f} s")
+    return 0
+
+
+def _cmd_build_exercises(args) -> int:
+    from .exercises import build_exercises
+    from .notebook_io import repo_root
+
+    root = repo_root()
+    for path in build_exercises(root):
+        print(f"wrote {path.relative_to(root)}")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from .checks import course_problems
+    from .notebook_io import repo_root
+
+    problems = course_problems(repo_root())
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print("course check: ok" if not problems else f"course check: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _cmd_grade(args) -> int:
+    from .execute import available_kernel
+    from .grading import format_grade_table, grade_submission, write_grade_reports
+    from .notebook_io import repo_root
+
+    paths = []
+    for item in args.submissions:
+        item = Path(item)
+        paths.extend(sorted(item.glob("*.ipynb")) if item.is_dir() else [item])
+    if not paths:
+        print("error: no submitted notebooks found", file=sys.stderr)
+        return 2
+    solutions = Path(args.solutions) if args.solutions else repo_root() / "solutions"
+    kernel = available_kernel()
+    grades = []
+    for path in paths:
+        print(f"grading {path} ...", flush=True)
+        grades.append(
+            grade_submission(path, solutions, assignment=args.assignment, kernel_name=kernel,
+                             timeout=args.timeout, cell_timeout=args.cell_timeout)
+        )
+    json_path, csv_path = write_grade_reports(grades, args.output)
+    print(format_grade_table(grades))
+    print(f"scores written to {json_path} and {csv_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="course", description="Run, check and grade the reward-modeling course.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute notebooks with papermill and write build/<profile>/report.md")
+    run.add_argument("notebooks", nargs="*", help="chapter numbers or names (default: all), e.g. 01 02_reward_models")
+    run.add_argument("--profile", choices=PROFILES, default="standard")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="set a notebook parameter, e.g. -p noise_rate 0.4 -p device cuda")
+    run.add_argument("--output", help="output folder (default: build/<profile>)")
+    run.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
+    run.set_defaults(func=_cmd_run)
+
+    refresh = sub.add_parser("refresh", help="re-execute committed notebooks in place (maintainers)")
+    refresh.add_argument("notebooks", nargs="*")
+    refresh.set_defaults(func=_cmd_refresh)
+
+    build = sub.add_parser("build-exercises", help="generate exercises/ from solutions/")
+    build.set_defaults(func=_cmd_build_exercises)
+
+    check = sub.add_parser("check", help="fail if exercises are stale or notebooks carry stray state")
+    check.set_defaults(func=_cmd_check)
+
+    grade = sub.add_parser("grade", help="grade submitted exercise notebooks")
+    grade.add_argument("submissions", nargs="+", help="notebooks or folders of notebooks")
+    grade.add_argument("--output", default="grades", help="where grades.json and grades.csv go (default: grades/)")
+    grade.add_argument("--assignment", help="assignment name when the notebooks do not record it, e.g. 01_bradley_terry")
+    grade.add_argument("--solutions", help="solutions folder (default: the course's solutions/)")
+    grade.add_argument("--timeout", type=float, default=300, help="seconds allowed per notebook (default 300)")
+    grade.add_argument("--cell-timeout", type=float, default=60, help="seconds allowed per cell (default 60)")
+    grade.set_defaults(func=_cmd_grade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Run course notebooks with papermill and write a summary report.
+
+``course run`` executes each notebook with its parameters (``profile`` plus any
+``-p name value``), writes the executed copy to ``build/<profile>/``, and
+collects what each notebook recorded with :func:`course_lib.results.record_result`
+and :func:`course_lib.results.record_figure` into ``build/<profile>/report.md``
+and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import papermill
+from jupyter_client.kernelspec import KernelSpecManager
+
+from ..results import format_value, results_from_outputs
+from .notebook_io import KERNEL_NAME, parameters_cell_index, read_notebook, write_bytes_atomic, write_text_atomic
+
+
+def available_kernel() -> str:
+    """The course kernel when it is registered (``make setup`` does it), else ``python3``."""
+    return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def parse_parameter(text: str):
+    """``"0.4" -> 0.4``, ``"3" -> 3``, ``"True" -> True``, ``"[1, 2]" -> [1, 2]``; anything else stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def declared_parameters(path: Path) -> set[str]:
+    """Names assigned in the notebook's ``parameters`` cell."""
+    nb = read_notebook(path)
+    index = parameters_cell_index(nb)
+    if index is None:
+        raise ValueError(f"{path.name}: no cell is tagged 'parameters'; papermill cannot set its knobs")
+    names = set()
+    for node in ast.parse(nb.cells[index].source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+@dataclass
+class NotebookRun:
+    notebook: str
+    output: str
+    parameters: dict
+    seconds: float = 0.0
+    ok: bool = True
+    error: str = ""
+    results: list[dict] = field(default_factory=list)
+    figures: list[dict] = field(default_factory=list)
+
+
+def _failure_message(path: Path, error: Exception) -> str:
+    if isinstance(error, papermill.PapermillExecutionError):
+        first_line = next((line for line in error.source.splitlines() if line.strip()), "")
+        return (
+            f"{path.name} failed in cell {error.exec_count} (`{first_line.strip()[:80]}`): "
+            f"{error.ename}: {error.evalue}"
+        )
+    return f"{path.name} failed: {type(error).__name__}: {error}"
+
+
+def run_notebook(path: Path, output_dir: Path, parameters: dict, kernel_name: str, log_output: bool = False) -> NotebookRun:
+    """Execute one notebook; the executed copy is written atomically to ``output_dir``."""
+    output = output_dir / path.name
+    partial = output_dir / f".{path.stem}.partial.ipynb"
+    run = NotebookRun(notebook=path.name, output=str(output), parameters=parameters)
+    started = time.monotonic()
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(partial),
+            parameters=parameters,
+            kernel_name=kernel_name,
+            cwd=str(path.parent),
+            progress_bar=False,
+            log_output=log_output,
+        )
+    except Exception as error:  # papermill wraps cell errors; anything else is reported the same way
+        run.ok, run.error = False, _failure_message(path, error)
+    run.seconds = round(time.monotonic() - started, 1)
+    if partial.exists():
+        executed = read_notebook(partial)
+        run.results, run.figures = results_from_outputs(executed.cells)
+        partial.replace(output)
+    return run
+
+
+def run_course(
+    notebooks: list[Path],
+    output_dir: Path,
+    profile: str,
+    extra_parameters: dict,
+    kernel_name: str | None = None,
+    log_output: bool = False,
+    on_start=None,
+) -> list[NotebookRun]:
+    """Run notebooks in order; a parameter is passed only to notebooks that declare it."""
+    kernel_name = kernel_name or available_kernel()
+    declared = {path: declared_parameters(path) for path in notebooks}
+    unknown = [name for name in extra_parameters if not any(name in names for names in declared.values())]
+    if unknown:
+        known = sorted(set().union(*declared.values()))
+        raise ValueError(f"no selected notebook has a parameter named {', '.join(unknown)}; known: {', '.join(known)}")
+    runs = []
+    for path in notebooks:
+        parameters = {"profile": profile, **{k: v for k, v in extra_parameters.items() if k in declared[path]}}
+        if on_start:
+            on_start(path, parameters)
+        runs.append(run_notebook(path, output_dir, parameters, kernel_name, log_output))
+    write_report(runs, output_dir, profile)
+    return runs
+
+
+def write_report(runs: list[NotebookRun], output_dir: Path, profile: str) -> Path:
+    """``report.md`` (results tables and figures) and ``results.json`` next to the executed notebooks."""
+    figures_dir = output_dir / "figures"
+    lines = [f"# Course run: profile `{profile}`", ""]
+    lines += ["| notebook | status | seconds |", "|---|---|---|"]
+    lines += [f"| {r.notebook} | {'ok' if r.ok else 'FAILED'} | {r.seconds:g} |" for r in runs]
+    for run in runs:
+        lines += ["", f"## {run.notebook}", ""]
+        lines.append("Parameters: " + ", ".join(f"`{k}={v!r}`" for k, v in run.parameters.items()))
+        if run.error:
+            lines += ["", f"**Error:** {run.error}"]
+        if run.results:
+            lines += ["", "| result | value | what it measures |", "|---|---|---|"]
+            lines += [f"| `{r['name']}` | {format_value(r['value'])} | {r.get('description', '')} |" for r in run.results]
+        for figure in run.figures:
+            name = f"{Path(run.notebook).stem}__{figure['name']}.png"
+            write_bytes_atomic(figures_dir / name, base64.b64decode(figure["png"]))
+            lines += ["", f"![{figure.get('caption') or figure['name']}](figures/{name})"]
+            if figure.get("caption"):
+                lines += ["", f"*{figure['caption']}*"]
+    report = output_dir / "report.md"
+    write_text_atomic(report, "\n".join(lines) + "\n")
+    summary = [
+        {k: v for k, v in vars(r).items() if k != "figures"} | {"figures": [f["name"] for f in r.figures]} for r in runs
+    ]
+    write_text_atomic(output_dir / "results.json", json.dumps({"profile": profile, "notebooks": summary}, indent=2) + "\n")
+    return report
+
+
+def normalize_executed(nb) -> None:
+    """Drop what churns between runs (execution counts, timings, kernel versions)."""
+    nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            for output in cell.outputs:
+                if "execution_count" in output:
+                    output["execution_count"] = None
+
+
+def refresh_notebook(path: Path, kernel_name: str | None = None, timeout: int = 1800) -> float:
+    """Re-execute a committed notebook with its default parameters and store its outputs.
+
+    This is how maintainers update the outputs that readers see and nbval checks.
+    Returns the wall time in seconds. The file is replaced only if every cell ran.
+    """
+    from nbclient import NotebookClient
+
+    from .notebook_io import write_notebook
+
+    nb = read_notebook(path)
+    started = time.monotonic()
+    NotebookClient(
+        nb, kernel_name=kernel_name or available_kernel(), timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    normalize_executed(nb)
+    write_notebook(nb, path)
+    return time.monotonic() - started
