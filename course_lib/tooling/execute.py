@@ -73,6 +73,7 @@ def _failure_message(path: Path, error: Exception) -> str:
 
 def run_notebook(path: Path, output_dir: Path, parameters: dict, kernel_name: str, log_output: bool = False) -> NotebookRun:
     """Execute one notebook; the executed copy is written atomically to ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
     output = output_dir / path.name
     partial = output_dir / f".{path.stem}.partial.ipynb"
     run = NotebookRun(notebook=path.name, output=str(output), parameters=parameters)
@@ -153,18 +154,24 @@ def write_report(runs: list[NotebookRun], output_dir: Path, profile: str) -> Pat
 
 
 def normalize_executed(nb) -> None:
-    """Drop what churns between runs (execution counts, timings, kernel versions)."""
+    """Drop what churns between runs (timings, kernel versions) and number code cells 1, 2, ...
+
+    nbval needs an execution count on every cell whose output it checks; numbering
+    them in order makes the stored notebook identical from one refresh to the next.
+    """
     nb.metadata.pop("papermill", None)
     nb.metadata.pop("widgets", None)
     nb.metadata["language_info"] = {"name": "python"}
+    count = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
         if cell.cell_type == "code":
-            cell.execution_count = None
+            count += 1
+            cell.execution_count = count
             for output in cell.outputs:
                 if "execution_count" in output:
-                    output["execution_count"] = None
+                    output["execution_count"] = count
 
 
 def refresh_notebook(path: Path, kernel_name: str | None = None, timeout: int = 1800) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nbformat
 
-from .notebook_io import chapter_notebooks, notebook_text, read_notebook, write_text_atomic
+from .notebook_io import KERNEL_DISPLAY_NAME, KERNEL_NAME, chapter_notebooks, notebook_text, read_notebook, write_text_atomic
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -32,6 +32,7 @@ END_HIDDEN = "### END HIDDEN TESTS"
 METADATA_KEY = "reward_course"
 CODE_STUB = ("# YOUR CODE HERE", 'raise NotImplementedError("replace this line with your solution")')
 MARKDOWN_STUB = "YOUR ANSWER HERE"
+COURSE_KERNELSPEC = {"name": KERNEL_NAME, "display_name": KERNEL_DISPLAY_NAME, "language": "python"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def exercise_from_solution(solution, assignment: str, path: str = "<solution>"):
     exercise = nbformat.v4.new_notebook()
     exercise.nbformat_minor = 4  # no cell ids: regeneration is byte-stable
     exercise.metadata = {
-        "kernelspec": copy.deepcopy(solution.metadata.get("kernelspec", {})),
+        "kernelspec": copy.deepcopy(solution.metadata.get("kernelspec") or COURSE_KERNELSPEC),
         "language_info": {"name": "python"},
         METADATA_KEY: {"assignment": assignment},
     }

@@ -72,6 +72,14 @@ def _error_message(cell) -> str:
     return ""
 
 
+def _was_interrupted(cell) -> bool:
+    """Whether the cell was stopped by the grader's time limit (an interrupt shows as KeyboardInterrupt)."""
+    return any(
+        output.get("output_type") == "error" and output.get("ename") in ("CellTimeoutError", "KeyboardInterrupt")
+        for output in cell.get("outputs", [])
+    )
+
+
 def _prepare(submission, solution_cells) -> tuple[object, dict[str, int]]:
     """The notebook to run and where each graded cell sits in it."""
     notebook = copy.deepcopy(submission)
@@ -120,8 +128,7 @@ def _run_cells(notebook, kernel_name: str, timeout: float, cell_timeout: float, 
                     statuses[later] = "not run"
                 break
             if index not in statuses and _error_message(cell):
-                timed_out = _error_message(cell).startswith("CellTimeoutError")
-                statuses[index] = "timeout" if timed_out else "failed"
+                statuses[index] = "timeout" if _was_interrupted(cell) else "failed"
     return statuses
 
 
@@ -159,7 +166,9 @@ def grade_submission(
             grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, "missing", "graded cell was deleted"))
             continue
         status = statuses.get(index, "passed")
-        message = _error_message(notebook.cells[index]) if status in ("failed", "timeout") else ""
+        message = _error_message(notebook.cells[index]) if status == "failed" else ""
+        if status == "timeout":
+            message = f"stopped after the {cell_timeout:g} s cell time limit"
         points = graded.points if status == "passed" else 0.0
         grade.questions.append(QuestionScore(graded.grade_id, points, graded.points, status, message))
     grade.seconds = round(time.monotonic() - started, 1)

@@ -1,0 +1,108 @@
+"""Every notebook and every solution runs (papermill, smoke profile); committed outputs hold (nbval).
+
+Each chapter also states the claims its smoke run must support, read from the
+results the notebook recorded, so a notebook that runs but stops showing what it
+teaches fails here.
+"""
+
+from __future__ import annotations
+
+import operator
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from course_lib.results import results_from_outputs
+from course_lib.tooling.cli import main as course_main
+from course_lib.tooling.execute import run_course
+from course_lib.tooling.notebook_io import chapter_notebooks, write_notebook
+
+pytestmark = pytest.mark.notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = chapter_notebooks("notebooks", ROOT)
+SOLUTIONS = chapter_notebooks("solutions", ROOT)
+
+# What each chapter's smoke run must show, as (result name, comparison, threshold).
+CLAIMS = {
+    "01_bradley_terry": [
+        ("bt_vs_logistic_max_abs_diff", operator.lt, 1e-3),
+        ("spearman_recovered_vs_true", operator.ge, 0.95),
+        ("cycle_irreducible_gap", operator.gt, 0.3),
+    ],
+}
+
+
+def execute(path: Path, output: Path, kernel_name: str, parameters: dict) -> dict:
+    papermill.execute_notebook(str(path), str(output), parameters=parameters, kernel_name=kernel_name,
+                               cwd=str(path.parent), progress_bar=False)
+    results, _ = results_from_outputs(nbformat.read(output, 4).cells)
+    return {r["name"]: r["value"] for r in results}
+
+
+def test_every_chapter_has_notebook_solution_and_exercise():
+    stems = {p.stem for p in NOTEBOOKS}
+    assert stems, "no chapter notebooks found"
+    assert stems == {p.stem for p in SOLUTIONS}
+    assert stems == {p.stem for p in chapter_notebooks("exercises", ROOT)}
+    assert set(CLAIMS) <= stems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_smoke_run(path, kernel_name, tmp_path):
+    results = execute(path, tmp_path / path.name, kernel_name, {"profile": "smoke"})
+    assert results, f"{path.name} recorded no results"
+    for name, compare, threshold in CLAIMS.get(path.stem, []):
+        assert name in results, f"{path.name} did not record {name}"
+        assert compare(results[name], threshold), f"{path.name}: {name} = {results[name]} fails {compare.__name__} {threshold}"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_solution_runs_clean(path, kernel_name, tmp_path):
+    execute(path, tmp_path / path.name, kernel_name, {})
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_outputs_reproduce_with_nbval(path, kernel_name):
+    """Cells tagged ``nbval-check-output`` must print what the committed notebook shows."""
+    command = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+        "--nbval-kernel-name", kernel_name,
+        "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+        str(path),
+    ]
+    result = subprocess.run(command, cwd=path.parent, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
+
+
+def test_course_run_writes_report_with_results_and_figures(tmp_path, capsys):
+    code = course_main(["run", "01", "--profile", "smoke", "--output", str(tmp_path)])
+    assert code == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "spearman_recovered_vs_true" in report and "bt_vs_logistic_max_abs_diff" in report
+    assert "| 01_bradley_terry.ipynb | ok |" in report
+    assert (tmp_path / "01_bradley_terry.ipynb").exists()
+    assert (tmp_path / "figures" / "01_bradley_terry__arena_recovery.png").stat().st_size > 1000
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_course_run_names_the_failing_cell(tmp_path, kernel_name):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = 'standard'")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('row 17: chosen is empty')")]
+    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "course", "language": "python"}
+    source = tmp_path / "src" / "98_broken.ipynb"
+    source.parent.mkdir()
+    write_notebook(nb, source)
+    (run,) = run_course([source], tmp_path / "out", "smoke", {}, kernel_name=kernel_name)
+    assert not run.ok
+    assert "98_broken.ipynb failed in cell" in run.error
+    assert "ValueError: row 17: chosen is empty" in run.error
+    assert (tmp_path / "out" / "98_broken.ipynb").exists()
+    assert "FAILED" in (tmp_path / "out" / "report.md").read_text()

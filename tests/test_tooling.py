@@ -1,0 +1,166 @@
+"""Exercise generation, the consistency check and parameter handling."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib.tooling.checks import course_problems
+from course_lib.tooling.execute import declared_parameters, parse_parameter, run_course
+from course_lib.tooling.exercises import (
+    MARKDOWN_STUB,
+    build_exercises,
+    exercise_from_solution,
+    graded_cells,
+)
+from course_lib.tooling.notebook_io import notebook_text, resolve_notebooks, write_notebook
+
+
+def make_solution() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("seed = 0")
+    params.metadata["tags"] = ["parameters"]
+    solution = nbformat.v4.new_code_cell(
+        "def double(x):\n    ### BEGIN SOLUTION\n    y = 2 * x\n    return y\n    ### END SOLUTION"
+    )
+    solution.outputs = [nbformat.v4.new_output("stream", text="printed\n")]
+    solution.execution_count = 3
+    test = nbformat.v4.new_code_cell(
+        "assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert double(-1) == -2\n### END HIDDEN TESTS\nprint('ok')"
+    )
+    test.metadata["reward_course"] = {"grade_id": "q1", "points": 2}
+    answer = nbformat.v4.new_markdown_cell("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION")
+    nb.cells = [params, solution, test, answer]
+    return nb
+
+
+def test_solution_regions_become_indented_stubs():
+    exercise = exercise_from_solution(make_solution(), "99_demo")
+    stub = exercise.cells[1].source
+    assert "2 * x" not in stub
+    assert '    raise NotImplementedError("replace this line with your solution")' in stub
+    assert stub.startswith("def double(x):\n    # YOUR CODE HERE")
+    assert exercise.cells[1].outputs == [] and exercise.cells[1].execution_count is None
+
+
+def test_hidden_tests_are_removed_and_markdown_answers_blanked():
+    exercise = exercise_from_solution(make_solution(), "99_demo")
+    assert exercise.cells[2].source == "assert double(2) == 4\nprint('ok')"
+    assert exercise.cells[2].metadata["reward_course"]["grade_id"] == "q1"
+    assert exercise.cells[3].source == f"Why?\n{MARKDOWN_STUB}"
+    assert exercise.metadata["reward_course"] == {"assignment": "99_demo"}
+
+
+def test_generation_is_byte_stable_and_has_no_cell_ids():
+    first = notebook_text(exercise_from_solution(make_solution(), "99_demo"))
+    second = notebook_text(exercise_from_solution(make_solution(), "99_demo"))
+    assert first == second
+    assert '"id":' not in first
+
+
+def test_graded_cells_keep_hidden_tests():
+    (cell,) = graded_cells(make_solution())
+    assert cell.grade_id == "q1" and cell.points == 2
+    assert "double(-1)" in cell.source
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("### BEGIN SOLUTION\nx = 1", "never closed"),
+        ("x = 1\n### END SOLUTION", "without a matching"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "opened twice"),
+    ],
+)
+def test_unbalanced_markers_name_the_cell(source, message):
+    nb = make_solution()
+    nb.cells[1].source = source
+    with pytest.raises(ValueError, match=rf"cell 1: .*{message}"):
+        exercise_from_solution(nb, "99_demo", "solutions/99_demo.ipynb")
+
+
+def test_duplicate_grade_ids_and_missing_points_are_errors():
+    nb = make_solution()
+    nb.cells.append(nbformat.v4.new_code_cell("pass", metadata={"reward_course": {"grade_id": "q1", "points": 1}}))
+    with pytest.raises(ValueError, match="used twice"):
+        graded_cells(nb)
+    nb.cells[-1].metadata["reward_course"] = {"grade_id": "q2"}
+    with pytest.raises(ValueError, match="positive 'points'"):
+        graded_cells(nb)
+
+
+@pytest.fixture
+def mini_course(tmp_path: Path) -> Path:
+    for folder in ("notebooks", "solutions", "exercises", "course_lib"):
+        (tmp_path / folder).mkdir()
+    solution = make_solution()
+    solution.cells[1].outputs, solution.cells[1].execution_count = [], None
+    write_notebook(solution, tmp_path / "solutions" / "99_demo.ipynb")
+    lesson = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = 'standard'\nseed = 0\nnoise_rate: float = 0.2")
+    params.metadata["tags"] = ["parameters"]
+    lesson.cells = [params, nbformat.v4.new_code_cell("print(profile, seed, noise_rate)")]
+    write_notebook(lesson, tmp_path / "notebooks" / "99_demo.ipynb")
+    build_exercises(tmp_path)
+    return tmp_path
+
+
+def test_check_passes_on_the_real_course(root):
+    assert course_problems(root) == []
+
+
+def test_check_passes_on_a_fresh_build_then_flags_stale_exercises(mini_course):
+    assert course_problems(mini_course) == []
+    solution = nbformat.read(mini_course / "solutions" / "99_demo.ipynb", 4)
+    solution.cells[2].source += "\nassert double(0) == 0"
+    write_notebook(solution, mini_course / "solutions" / "99_demo.ipynb")
+    assert course_problems(mini_course) == ["exercises/99_demo.ipynb differs from its solution; run 'course build-exercises'"]
+    build_exercises(mini_course)
+    assert course_problems(mini_course) == []
+
+
+def test_check_flags_stray_state(mini_course):
+    (mini_course / "notebooks" / ".ipynb_checkpoints").mkdir()
+    lesson_path = mini_course / "notebooks" / "99_demo.ipynb"
+    lesson = nbformat.read(lesson_path, 4)
+    lesson.cells[1].outputs = [nbformat.v4.new_output("stream", text="saved to /home/alice/runs/x.pt\n")]
+    write_notebook(lesson, lesson_path)
+    (mini_course / "exercises" / "98_orphan.ipynb").write_text((mini_course / "exercises" / "99_demo.ipynb").read_text())
+    problems = "\n".join(course_problems(mini_course))
+    assert "checkpoint folder" in problems
+    assert "local path ('/home/alice/')" in problems
+    assert "98_orphan.ipynb has no solution" in problems
+    solution = nbformat.read(mini_course / "solutions" / "99_demo.ipynb", 4)
+    solution.cells[1].outputs = [nbformat.v4.new_output("stream", text="hi\n")]
+    write_notebook(solution, mini_course / "solutions" / "99_demo.ipynb")
+    assert "solutions/99_demo.ipynb, cell 1: has outputs" in "\n".join(course_problems(mini_course))
+
+
+def test_parameters_are_parsed_and_declared(mini_course):
+    assert parse_parameter("0.4") == 0.4 and parse_parameter("3") == 3
+    assert parse_parameter("True") is True and parse_parameter("cuda") == "cuda"
+    assert parse_parameter("[1, 2]") == [1, 2]
+    assert declared_parameters(mini_course / "notebooks" / "99_demo.ipynb") == {"profile", "seed", "noise_rate"}
+
+
+def test_unknown_parameter_is_an_error_naming_known_ones(mini_course, tmp_path):
+    notebooks = resolve_notebooks(["99"], "notebooks", mini_course)
+    with pytest.raises(ValueError, match="noise_rat.*known: noise_rate, profile, seed"):
+        run_course(notebooks, tmp_path / "out", "smoke", {"noise_rat": 0.4})
+
+
+def test_resolve_notebooks_by_number_and_name(mini_course):
+    assert [p.name for p in resolve_notebooks(["99"], "notebooks", mini_course)] == ["99_demo.ipynb"]
+    assert [p.name for p in resolve_notebooks(["99_demo"], "notebooks", mini_course)] == ["99_demo.ipynb"]
+    with pytest.raises(FileNotFoundError, match="available: 99_demo"):
+        resolve_notebooks(["07"], "notebooks", mini_course)
+
+
+def test_the_repository_root_is_found_from_a_subfolder(root, monkeypatch):
+    from course_lib.tooling.notebook_io import repo_root
+
+    monkeypatch.chdir(root / "tests")
+    assert repo_root() == root
