@@ -28,7 +28,7 @@ course: setup
 
 test: setup
 	$(BIN)/course check
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 check: setup
 	$(BIN)/course check
