@@ -80,15 +80,36 @@ def test_committed_outputs_reproduce_with_nbval(path, kernel_name):
     assert " passed" in result.stdout
 
 
-def test_course_run_writes_report_with_results_and_figures(tmp_path, capsys):
-    code = course_main(["run", "01", "--profile", "smoke", "--output", str(tmp_path)])
-    assert code == 0
-    report = (tmp_path / "report.md").read_text()
-    assert "spearman_recovered_vs_true" in report and "bt_vs_logistic_max_abs_diff" in report
-    assert "| 01_bradley_terry.ipynb | ok |" in report
-    assert (tmp_path / "01_bradley_terry.ipynb").exists()
-    assert (tmp_path / "figures" / "01_bradley_terry__arena_recovery.png").stat().st_size > 1000
-    assert not list(tmp_path.glob(".*partial*"))
+def test_course_run_writes_report_with_results_and_figures(tmp_path, kernel_name, monkeypatch):
+    """The command line end to end on a tiny chapter that records a result and a figure."""
+    course = tmp_path / "course"
+    for folder in ("notebooks", "solutions", "exercises", "course_lib"):
+        (course / folder).mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = 'standard'\nseed = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(
+            "import matplotlib.pyplot as plt\n"
+            "from course_lib.results import record_figure, record_result\n"
+            "record_result('seed_times_two', seed * 2, 'twice the seed')\n"
+            "fig, ax = plt.subplots()\nax.plot([0, 1], [seed, 1])\nrecord_figure('line', fig, 'a line')"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "course", "language": "python"}
+    write_notebook(nb, course / "notebooks" / "97_demo.ipynb")
+    monkeypatch.chdir(course)
+    output = tmp_path / "build"
+    assert course_main(["run", "97", "--profile", "smoke", "-p", "seed", "3", "--output", str(output)]) == 0
+    report = (output / "report.md").read_text()
+    assert "| 97_demo.ipynb | ok |" in report
+    assert "| `seed_times_two` | 6 | twice the seed |" in report
+    assert "`profile='smoke'`, `seed=3`" in report
+    assert (output / "97_demo.ipynb").exists()
+    assert (output / "figures" / "97_demo__line.png").stat().st_size > 1000
+    assert not list(output.glob(".*partial*"))
+    assert course_main(["run", "97", "-p", "sead", "3", "--output", str(output)]) == 2
 
 
 def test_course_run_names_the_failing_cell(tmp_path, kernel_name):
