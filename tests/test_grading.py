@@ -46,6 +46,7 @@ def graded(root, kernel_name, tmp_path_factory):
         "infinite_loop": submission(root, solved=("ex1", "ex2", "ex4"), replace={"ex3": "def elo_update(r_winner, r_loser, k=32.0):\n    while True:\n        pass"}),
         "exception": submission(root, solved=("ex1", "ex3", "ex4"), replace={"ex2": "def mean_nll(scores, winners, losers):\n    return 1 / 0"}),
         "tampered_tests": submission(root, solved=("ex1",)),
+        "kernel_dies": submission(root, solved=("ex1", "ex3", "ex4"), replace={"ex2": "import os\nos._exit(1)"}),
         "deleted_cell": submission(root, solved=FUNCTIONS),
     }
     tampered = cases["tampered_tests"]
@@ -106,6 +107,12 @@ def test_deleted_graded_cell_scores_zero(graded):
     assert ex2["status"] == "missing" and record["score"] == 6
 
 
+def test_dead_kernel_keeps_earlier_points(graded):
+    record = graded["kernel_dies"]
+    assert scores(record)["ex1_win_probability"] == 1 and record["score"] == 1
+    assert {q["status"] for q in record["questions"][1:]} <= {"failed", "not run"}
+
+
 def test_unreadable_submission_is_reported_not_fatal(graded):
     record = graded["not_a_notebook"]
     assert record["score"] == 0 and "not a readable Jupyter notebook" in record["error"]
@@ -114,7 +121,7 @@ def test_unreadable_submission_is_reported_not_fatal(graded):
 def test_csv_has_one_row_per_submission(graded):
     lines = graded["_csv"].strip().splitlines()
     assert lines[0].startswith("submission,assignment,ex1_win_probability")
-    assert len(lines) == 1 + 7
+    assert len(lines) == 1 + 8
 
 
 def test_whole_notebook_time_limit_is_enforced(root, kernel_name, tmp_path):
