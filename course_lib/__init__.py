@@ -3,7 +3,13 @@
 Each module has one job and imports only from modules below it:
 
     results                   notebooks record their key numbers and figures
+    losses                    preference losses as pure functions (BT, ...)
     bradley_terry             Chapter 01: BT fitting, Elo, arenas, bootstrap
+    world/                    Chapter 02: the generated preference world and gold judge
+    data                      Chapter 02: one validated loader for preference data
+    reward_model              Chapter 02: encoder + scalar head, frozen / LoRA / full
+    training                  Chapter 02: the Bradley-Terry trainer (per-pair stats, resume)
+    evaluation                Chapter 02: per-category accuracy, MiniRewardBench, RewardBench
     tooling/                  running, checking, exercise generation, grading
 
 Functions name the chapter that introduces them ("Defined in Chapter NN"), so a

