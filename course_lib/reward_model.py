@@ -40,7 +40,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -223,7 +224,9 @@ class RewardModel(nn.Module):
                 lora_dropout=self.config.lora_dropout,
                 target_modules=list(self.config.lora_target_modules),
             )
-            return get_peft_model(encoder, lora)
+            with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                return get_peft_model(encoder, lora)
         return encoder
 
     @property
@@ -300,6 +303,24 @@ class RewardModel(nn.Module):
             if cache_file is not None:
                 atomic_torch_save(dict(cache), cache_file)
         return torch.stack([cache[key] for key in keys]).to(self.device)
+
+
+def frozen_model_with_new_head(base: RewardModel, head_hidden_size: int | None = None, head_dropout: float = 0.0,
+                               seed: int = 0) -> RewardModel:
+    """A new frozen reward model that shares ``base``'s encoder, tokenizer and feature cache.
+
+    Only the head is new, so comparing many heads on the same texts (different
+    labels, noise rates, seeds, methods) encodes every text once. Used from
+    Chapter 02 on.
+
+    Defined in Chapter 02.
+    """
+    if base.config.mode != "frozen":
+        raise ValueError(f"frozen_model_with_new_head: base model must be in frozen mode, got {base.config.mode!r}")
+    config = replace(base.config, head_hidden_size=head_hidden_size, head_dropout=head_dropout, seed=seed)
+    model = RewardModel(config, encoder=base.encoder, tokenizer=base.tokenizer).to(base.device)
+    model._feature_cache = base._feature_cache
+    return model
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:

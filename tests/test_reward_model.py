@@ -148,3 +148,17 @@ def test_chunked_encoding_gives_the_same_features(tiny_backbone):
         one_pass = model.pool(input_ids, attention_mask)
         chunked = model.pool(input_ids, attention_mask, chunks=3)
     torch.testing.assert_close(chunked, one_pass, rtol=1e-5, atol=1e-6)
+
+
+def test_new_head_shares_encoder_and_feature_cache(tiny_backbone):
+    from course_lib.reward_model import frozen_model_with_new_head
+
+    base = RewardModel(RewardModelConfig(backbone=tiny_backbone, mode="frozen"))
+    base.embed(PROMPTS, RESPONSES, progress=False)
+    other = frozen_model_with_new_head(base, head_hidden_size=16, seed=3)
+    assert other.encoder is base.encoder and other._feature_cache is base._feature_cache
+    assert len(other._feature_cache) == len(set(zip(PROMPTS, RESPONSES)))
+    assert other.config.head_hidden_size == 16 and base.config.head_hidden_size is None
+    assert score(other, PROMPTS, RESPONSES).shape == (4,)
+    with pytest.raises(ValueError, match="frozen mode"):
+        frozen_model_with_new_head(RewardModel(RewardModelConfig(backbone=tiny_backbone, mode="full")))
