@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 MODES = ("frozen", "lora", "full")

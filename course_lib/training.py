@@ -41,7 +41,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.func import functional_call, grad, vmap
-from tqdm.auto import tqdm
+from .progress import tqdm
 from transformers import get_scheduler
 
 from course_lib.losses import bradley_terry_loss

@@ -27,3 +27,26 @@ def kernel_name() -> str:
     from course_lib.tooling.execute import available_kernel
 
     return available_kernel()
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    """A randomly initialized 2-layer BERT saved like any checkpoint (MiniLM's tokenizer)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from course_lib.reward_model import default_backbone_path
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(default_backbone_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer
 
 from course_lib.reward_model import (
     RewardModel,
     RewardModelConfig,
-    default_backbone_path,
     encode_pairs,
     load_backbone,
     load_reward_model,
@@ -20,24 +19,6 @@ from course_lib.reward_model import (
 
 PROMPTS = ["What is two plus two?", "Name a colour.", "Say hello politely.", "What is two plus two?"]
 RESPONSES = ["Four.", "Blue is a colour.", "Hello, nice to meet you!", "It is five, I believe."]
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
-    """A randomly initialized 2-layer BERT saved like any checkpoint (MiniLM's tokenizer)."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(default_backbone_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def test_load_backbone_defaults_to_bundled_minilm():

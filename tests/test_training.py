@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+from transformers import AutoTokenizer, BertForSequenceClassification
 
 from course_lib.losses import bradley_terry_loss
-from course_lib.reward_model import RewardHead, RewardModel, RewardModelConfig, default_backbone_path
+from course_lib.reward_model import RewardHead, RewardModel, RewardModelConfig
 from course_lib.training import BradleyTerryTrainer, TrainingConfig, head_gradient_norms
 
 
@@ -26,24 +26,6 @@ def toy_pairs(n: int = 48) -> list[dict]:
         }
         for i in range(n)
     ]
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
-    """A randomly initialized 2-layer BERT saved like any checkpoint (MiniLM's tokenizer)."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(default_backbone_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def make_trainer(backbone, data=None, model_kwargs=None, **config_kwargs):
