@@ -3,13 +3,16 @@
 Each module has one job and imports only from modules below it:
 
     results                   notebooks record their key numbers and figures
-    losses                    preference losses as pure functions (BT, ...)
+    losses                    preference losses as pure functions (BT, conservative, unbiased)
     bradley_terry             Chapter 01: BT fitting, Elo, arenas, bootstrap
     world/                    Chapter 02: the generated preference world and gold judge
     data                      Chapter 02: one validated loader for preference data
     reward_model              Chapter 02: encoder + scalar head, frozen / LoRA / full
     training                  Chapter 02: the Bradley-Terry trainer (per-pair stats, resume)
     evaluation                Chapter 02: per-category accuracy, MiniRewardBench, RewardBench
+    detection                 Chapter 03: noisy-pair detectors and their scores; noise-rate estimate
+    selection                 Chapters 04-05: small-loss selection, peer review, curriculum sort
+    collaborative             Chapters 04-05: two reward models trained together (ensemble, CRM)
     tooling/                  running, checking, exercise generation, grading
 
 Functions name the chapter that introduces them ("Defined in Chapter NN"), so a

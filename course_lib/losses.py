@@ -60,3 +60,57 @@ def _reduce(losses: torch.Tensor, reduction: str, name: str) -> torch.Tensor:
     if reduction == "none":
         return losses
     raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def conservative_bradley_terry_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, label_smoothing: float, reduction: str = "mean"
+) -> torch.Tensor:
+    r"""BT loss with label smoothing ("conservative" BT, as cDPO).
+
+    Mitchell (2023), "A note on DPO with noisy preferences" (cDPO); TRL's DPO
+    ``loss_type="sigmoid"`` with ``label_smoothing``. With flip probability
+    :math:`\varepsilon` believed for every label,
+
+    .. math::
+
+        \ell = -(1 - \varepsilon)\log\sigma(d) - \varepsilon\log\sigma(-d), \qquad d = r_c - r_r .
+
+    Its minimum over :math:`d` is at :math:`\sigma(d) = 1 - \varepsilon`: the model
+    is never pushed to infinite margins, so a flipped pair costs a bounded amount.
+
+    Defined in Chapter 04.
+    """
+    _check_rate(label_smoothing, "label_smoothing", upper=0.5)
+    difference = chosen_rewards - rejected_rewards
+    losses = -(1 - label_smoothing) * F.logsigmoid(difference) - label_smoothing * F.logsigmoid(-difference)
+    return _reduce(losses, reduction, "conservative_bradley_terry_loss")
+
+
+def unbiased_bradley_terry_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, flip_rate: float, reduction: str = "mean"
+) -> torch.Tensor:
+    r"""BT loss made unbiased for labels flipped at rate :math:`\varepsilon` (rDPO applied to BT).
+
+    Chowdhury et al. (2024), "Provably Robust DPO" (rDPO; TRL's DPO
+    ``loss_type="robust"``), after Natarajan et al. (2013):
+
+    .. math::
+
+        \ell = \frac{(1 - \varepsilon)\,\big(-\log\sigma(d)\big) - \varepsilon\,\big(-\log\sigma(-d)\big)}{1 - 2\varepsilon}
+
+    If each observed label is flipped independently with probability
+    :math:`\varepsilon`, the expectation of this loss over the flips equals the
+    clean BT loss :math:`-\log\sigma(d_{\text{true}})` (tested numerically).
+
+    Defined in Chapter 04.
+    """
+    _check_rate(flip_rate, "flip_rate", upper=0.5, closed=False)
+    difference = chosen_rewards - rejected_rewards
+    losses = ((1 - flip_rate) * -F.logsigmoid(difference) - flip_rate * -F.logsigmoid(-difference)) / (1 - 2 * flip_rate)
+    return _reduce(losses, reduction, "unbiased_bradley_terry_loss")
+
+
+def _check_rate(value: float, name: str, upper: float, closed: bool = True) -> None:
+    if not (0.0 <= value <= upper if closed else 0.0 <= value < upper):
+        bracket = "]" if closed else ")"
+        raise ValueError(f"{name} must be in [0, {upper}{bracket}, got {value}")

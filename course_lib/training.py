@@ -401,6 +401,17 @@ class BradleyTerryTrainer:
             self._set_training(False)
             return self._pair_losses(*self._rewards(batch), batch.margin)
 
+    @torch.no_grad()
+    def pair_margins(self, batch: PairBatch) -> torch.Tensor:
+        """Per-pair reward margins ``r_chosen - r_rejected`` of a batch, without gradient (eval mode).
+
+        Defined in Chapter 02; used in Chapter 05 to sort pairs from easy to hard.
+        """
+        with single_threaded(self._tiny_steps):
+            self._set_training(False)
+            chosen, rejected = self._rewards(batch)
+            return chosen - rejected
+
     def train_step(self, batch: PairBatch, pair_weights: torch.Tensor | None = None) -> torch.Tensor:
         """One optimizer step on ``batch``; returns the (weighted) mean loss.
 

@@ -1,0 +1,102 @@
+"""Finding noisy preference pairs from training dynamics, and scoring the finders.
+
+A detector gives every training pair a *suspicion score* (higher = more likely
+mislabelled). Because the course's world knows which labels were flipped, each
+detector can be scored like a classifier: AUROC, and precision / recall when the
+``k`` most suspicious pairs are flagged.
+
+Statistics come from :class:`course_lib.training.TrainingHistory`, whose per-pair
+arrays have shape ``(epochs, n_pairs)``:
+
+- **small loss** (Arpit et al. 2017; Han et al. 2018): networks fit clean pairs
+  before noisy ones, so a pair's mean loss over epochs is high when its label is
+  wrong;
+- **fluctuation**: the spread (std) of a pair's loss across epochs; CRM (arXiv
+  2505.10597) reports that noisy pairs make the loss fluctuate sharply;
+- **first-fit epoch**: the first epoch at which the model agrees with the label
+  (margin > 0); noisy pairs are fitted late or never (Toneva et al. 2019 count
+  "forgetting events" in the same spirit);
+- **two-model disagreement**: how much two independently trained models disagree
+  with the label and with each other.
+
+Defined in Chapter 03.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit
+from sklearn.metrics import roc_auc_score
+
+
+def small_loss_score(pair_loss: np.ndarray) -> np.ndarray:
+    """Mean per-pair loss over epochs (NaN epochs ignored). Defined in Chapter 03."""
+    return np.nanmean(np.asarray(pair_loss, dtype=float), axis=0)
+
+
+def fluctuation_score(pair_loss: np.ndarray) -> np.ndarray:
+    """Standard deviation of each pair's loss across epochs. Defined in Chapter 03."""
+    return np.nanstd(np.asarray(pair_loss, dtype=float), axis=0)
+
+
+def first_fit_epoch(pair_margin: np.ndarray) -> np.ndarray:
+    """First epoch (1-based) whose margin is positive; ``epochs + 1`` if never. Defined in Chapter 03."""
+    margins = np.nan_to_num(np.asarray(pair_margin, dtype=float), nan=-np.inf)
+    fitted = margins > 0
+    return np.where(fitted.any(axis=0), fitted.argmax(axis=0) + 1, margins.shape[0] + 1)
+
+
+def disagreement_score(margin_a: np.ndarray, margin_b: np.ndarray) -> np.ndarray:
+    """Suspicion from two models' final margins: ``-(sigma(m_a) + sigma(m_b)) / 2``.
+
+    Higher when both models doubt the label; two models trained from different
+    seeds rarely memorize the same flipped pair, so their joint doubt is a
+    steadier signal than one model's loss. Defined in Chapter 03.
+    """
+    return -(expit(np.asarray(margin_a, dtype=float)) + expit(np.asarray(margin_b, dtype=float))) / 2.0
+
+
+def detection_report(scores: np.ndarray, is_noisy: np.ndarray, k: int | None = None) -> dict[str, float]:
+    """AUROC, and precision / recall of flagging the ``k`` highest scores.
+
+    ``k`` defaults to the true number of noisy pairs (then precision = recall).
+    With no noisy or no clean pair AUROC is undefined and reported as NaN.
+
+    Defined in Chapter 03.
+    """
+    scores, is_noisy = np.asarray(scores, dtype=float), np.asarray(is_noisy, dtype=bool)
+    if scores.shape != is_noisy.shape or scores.ndim != 1:
+        raise ValueError(f"scores and is_noisy must be 1-D of equal length, got {scores.shape} and {is_noisy.shape}")
+    n_noisy = int(is_noisy.sum())
+    k = n_noisy if k is None else int(k)
+    flagged = np.zeros_like(is_noisy)
+    flagged[np.argsort(-scores, kind="stable")[:k]] = True
+    true_positives = int((flagged & is_noisy).sum())
+    auroc = float(roc_auc_score(is_noisy, scores)) if 0 < n_noisy < len(is_noisy) else float("nan")
+    return {
+        "auroc": auroc,
+        "precision": true_positives / k if k else float("nan"),
+        "recall": true_positives / n_noisy if n_noisy else float("nan"),
+        "k": k,
+    }
+
+
+def estimate_noise_rate(pair_losses: np.ndarray, seed: int = 0) -> float:
+    """Estimate the share of flipped pairs from per-pair losses, with no labels of the truth.
+
+    Fits a two-component Gaussian mixture to ``log(loss)`` (the losses of clean
+    and flipped pairs form two bumps once a model has trained a little) and
+    returns the weight of the component with the larger mean, as DivideMix (Li
+    et al. 2020) does to split clean from noisy samples.
+
+    Defined in Chapter 05.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    losses = np.asarray(pair_losses, dtype=float)
+    losses = losses[np.isfinite(losses)]
+    if losses.size < 10:
+        raise ValueError(f"estimate_noise_rate needs at least 10 finite losses, got {losses.size}")
+    values = np.log(np.clip(losses, 1e-8, None)).reshape(-1, 1)
+    mixture = GaussianMixture(n_components=2, random_state=seed).fit(values)
+    return float(mixture.weights_[int(np.argmax(mixture.means_.ravel()))])

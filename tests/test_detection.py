@@ -1,0 +1,45 @@
+"""Noisy-pair detectors and their scores on hand-made training dynamics (Chapters 03, 05)."""
+
+import numpy as np
+import pytest
+
+from course_lib.detection import (
+    detection_report,
+    disagreement_score,
+    estimate_noise_rate,
+    first_fit_epoch,
+    fluctuation_score,
+    small_loss_score,
+)
+
+
+def test_statistics_on_a_hand_made_history():
+    loss = np.array([[0.7, 0.7, 0.7], [0.2, 0.9, 0.6], [0.1, 1.5, np.nan]])
+    margin = np.array([[-0.1, 0.2, -1.0], [0.5, -0.3, -0.8], [1.0, -2.0, np.nan]])
+    np.testing.assert_allclose(small_loss_score(loss), [1 / 3, 3.1 / 3, 0.65])
+    np.testing.assert_allclose(fluctuation_score(loss), [np.std([0.7, 0.2, 0.1]), np.std([0.7, 0.9, 1.5]), 0.05])
+    assert first_fit_epoch(margin).tolist() == [2, 1, 4]
+
+
+def test_disagreement_is_highest_when_both_models_doubt_the_label():
+    scores = disagreement_score(np.array([3.0, -3.0, -3.0]), np.array([3.0, 3.0, -3.0]))
+    assert scores[2] > scores[1] > scores[0]
+
+
+def test_detection_report_counts_by_hand():
+    scores = np.array([0.9, 0.8, 0.1, 0.7, 0.2])
+    noisy = np.array([True, False, False, True, False])
+    report = detection_report(scores, noisy)
+    assert report["k"] == 2 and report["precision"] == 0.5 and report["recall"] == 0.5
+    assert report["auroc"] == pytest.approx(5 / 6)
+    assert detection_report(scores, noisy, k=3)["recall"] == 1.0
+    assert np.isnan(detection_report(scores, np.zeros(5, bool))["auroc"])
+
+
+def test_estimate_noise_rate_recovers_a_two_bump_mixture():
+    rng = np.random.default_rng(0)
+    clean = np.exp(rng.normal(-3.0, 0.5, 700))
+    noisy = np.exp(rng.normal(0.5, 0.4, 300))
+    assert estimate_noise_rate(np.concatenate([clean, noisy])) == pytest.approx(0.3, abs=0.03)
+    with pytest.raises(ValueError, match="at least 10"):
+        estimate_noise_rate(np.ones(3))
