@@ -49,6 +49,7 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from course_lib.reward_model import RewardModel, RewardModelConfig, default_backbone_path, encode_pairs
+from course_lib.tooling.notebook_io import write_text_atomic
 from course_lib.training import BradleyTerryTrainer, TrainingConfig
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
@@ -250,8 +251,8 @@ def main() -> None:
         "frozen_head_pairs_per_s": frozen,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reward_training.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / "reward_training.md").write_text(markdown(report))
+    write_text_atomic(RESULTS / "reward_training.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(RESULTS / "reward_training.md", markdown(report))
     print(markdown(report))
 
 
