@@ -108,7 +108,7 @@ def test_course_run_writes_report_with_results_and_figures(tmp_path, kernel_name
         nbformat.v4.new_code_cell(
             "import matplotlib.pyplot as plt\n"
             "from course_lib.results import record_figure, record_result\n"
-            "record_result('seed_times_two', seed * 2, 'twice the seed')\n"
+            "record_result('seed_times_two', seed * 2, 'twice the seed, |s|')\n"
             "fig, ax = plt.subplots()\nax.plot([0, 1], [seed, 1])\nrecord_figure('line', fig, 'a line')"
         ),
     ]
@@ -119,7 +119,7 @@ def test_course_run_writes_report_with_results_and_figures(tmp_path, kernel_name
     assert course_main(["run", "97", "--profile", "smoke", "-p", "seed", "3", "--output", str(output)]) == 0
     report = (output / "report.md").read_text()
     assert "| 97_demo.ipynb | ok |" in report
-    assert "| `seed_times_two` | 6 | twice the seed |" in report
+    assert "| `seed_times_two` | 6 | twice the seed, \\|s\\| |" in report
     assert "`profile='smoke'`, `seed=3`" in report
     assert (output / "97_demo.ipynb").exists()
     assert (output / "figures" / "97_demo__line.png").stat().st_size > 1000

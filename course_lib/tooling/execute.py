@@ -124,6 +124,11 @@ def run_course(
     return runs
 
 
+def _table_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (pipes escaped, one line)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def write_report(runs: list[NotebookRun], output_dir: Path, profile: str) -> Path:
     """``report.md`` (results tables and figures) and ``results.json`` next to the executed notebooks."""
     figures_dir = output_dir / "figures"
@@ -137,7 +142,9 @@ def write_report(runs: list[NotebookRun], output_dir: Path, profile: str) -> Pat
             lines += ["", f"**Error:** {run.error}"]
         if run.results:
             lines += ["", "| result | value | what it measures |", "|---|---|---|"]
-            lines += [f"| `{r['name']}` | {format_value(r['value'])} | {r.get('description', '')} |" for r in run.results]
+            lines += [
+                f"| `{r['name']}` | {format_value(r['value'])} | {_table_cell(r.get('description', ''))} |" for r in run.results
+            ]
         for figure in run.figures:
             name = f"{Path(run.notebook).stem}__{figure['name']}.png"
             write_bytes_atomic(figures_dir / name, base64.b64decode(figure["png"]))
