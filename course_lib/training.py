@@ -41,13 +41,19 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.func import functional_call, grad, vmap
-from .progress import tqdm
 from transformers import get_scheduler
 
-from course_lib.losses import bradley_terry_loss
+from course_lib.losses import bradley_terry_loss, conservative_bradley_terry_loss, unbiased_bradley_terry_loss
+from course_lib.progress import tqdm
 from course_lib.reward_model import RewardHead, RewardModel, atomic_torch_save, trainable_state_dict
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# Pair losses a trainer can use; the robust ones take the assumed flip rate (Chapter 04).
+LOSSES = {
+    "bradley_terry": bradley_terry_loss,
+    "conservative": conservative_bradley_terry_loss,
+    "unbiased": unbiased_bradley_terry_loss,
+}
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -60,6 +66,10 @@ class TrainingConfig:
       ``warmup_ratio`` of the steps warming up; ``max_grad_norm`` clips (``None``: off).
     - ``margin_column``: dataset column holding a per-pair margin (Llama 2), or ``None``.
     - ``center_rewards_coefficient``: weight of the ``(r_c + r_r)^2`` term, or ``None``.
+    - ``loss``: ``"bradley_terry"`` (default), or a noise-robust variant from
+      :mod:`course_lib.losses`: ``"conservative"`` (label smoothing) or ``"unbiased"``
+      (rDPO-style), both with ``assumed_flip_rate``. Per-pair gradient norms are
+      recorded for the BT loss only (NaN otherwise).
     - ``group_by_length``: the default epoch order batches pairs of similar token
       length together (less padding; ignored in frozen mode and with ``order_fn``).
     - ``forward_chunks``: a batch's sequences are sorted by length and encoded in
@@ -89,6 +99,8 @@ class TrainingConfig:
     seed: int = 0
     margin_column: str | None = None
     center_rewards_coefficient: float | None = None
+    loss: str = "bradley_terry"
+    assumed_flip_rate: float = 0.0
     group_by_length: bool = True
     forward_chunks: int = 2
     eval_batch_size: int = 64
@@ -104,6 +116,10 @@ class TrainingConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "forward_chunks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainingConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"TrainingConfig: loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
+        if self.loss != "bradley_terry" and (self.margin_column or self.center_rewards_coefficient is not None):
+            raise ValueError("TrainingConfig: margin_column and center_rewards_coefficient apply to loss='bradley_terry' only")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"TrainingConfig: device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
         if self.mixed_precision not in ("no", "bf16"):
@@ -389,7 +405,9 @@ class BradleyTerryTrainer:
         return (chosen, rejected, features) if return_features else (chosen, rejected)
 
     def _pair_losses(self, chosen, rejected, margin):
-        return bradley_terry_loss(chosen, rejected, margin, self.config.center_rewards_coefficient, reduction="none")
+        if self.config.loss == "bradley_terry":
+            return bradley_terry_loss(chosen, rejected, margin, self.config.center_rewards_coefficient, reduction="none")
+        return LOSSES[self.config.loss](chosen, rejected, self.config.assumed_flip_rate, reduction="none")
 
     @torch.no_grad()
     def pair_losses(self, batch: PairBatch) -> torch.Tensor:
@@ -432,13 +450,16 @@ class BradleyTerryTrainer:
                 weights = torch.as_tensor(pair_weights, device=losses.device).float()
                 loss = (losses * weights).sum() / weights.sum().clamp_min(1e-12)
             chosen_features, rejected_features = features.detach().float().chunk(2)
-            grad_norms = head_gradient_norms(
-                self.reward_model.head,
-                chosen_features,
-                rejected_features,
-                batch.margin,
-                self.config.center_rewards_coefficient,
-            )
+            if self.config.loss == "bradley_terry":
+                grad_norms = head_gradient_norms(
+                    self.reward_model.head,
+                    chosen_features,
+                    rejected_features,
+                    batch.margin,
+                    self.config.center_rewards_coefficient,
+                )
+            else:
+                grad_norms = torch.full_like(losses, float("nan")).detach()
             margins = (chosen - rejected).detach()
             self._pair_stats[:, batch.indices] = torch.stack([losses.detach(), margins, grad_norms])
             loss.backward()

@@ -213,3 +213,26 @@ def test_bad_settings_raise_clear_errors(tiny_backbone, tmp_path):
         TrainingConfig(device="tpu")
     with pytest.raises(ValueError, match="needs TrainingConfig.checkpoint_dir"):
         make_trainer(tiny_backbone).fit(resume=True)
+
+
+@pytest.mark.parametrize("loss", ["conservative", "unbiased"])
+def test_robust_losses_with_zero_flip_rate_train_exactly_like_bt(tiny_backbone, loss):
+    plain = make_trainer(tiny_backbone, model_kwargs={"mode": "frozen"})
+    plain.fit()
+    robust = make_trainer(tiny_backbone, model_kwargs={"mode": "frozen"}, loss=loss, assumed_flip_rate=0.0)
+    history = robust.fit()
+    for a, b in zip(plain.reward_model.head.parameters(), robust.reward_model.head.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert np.isnan(history.pair_grad_norm).all()
+
+
+def test_robust_loss_changes_training_and_bad_settings_are_named(tiny_backbone):
+    plain = make_trainer(tiny_backbone, model_kwargs={"mode": "frozen"})
+    plain.fit()
+    robust = make_trainer(tiny_backbone, model_kwargs={"mode": "frozen"}, loss="conservative", assumed_flip_rate=0.3)
+    robust.fit()
+    assert not torch.allclose(next(plain.reward_model.head.parameters()), next(robust.reward_model.head.parameters()))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TrainingConfig(loss="focal")
+    with pytest.raises(ValueError, match="apply to loss='bradley_terry' only"):
+        TrainingConfig(loss="unbiased", center_rewards_coefficient=0.01)
