@@ -14,7 +14,8 @@ truth to see what label noise does, so the course ships a small world instead:
   attributes (correctness, helpfulness, constraint, safety, verbosity, tone); the
   reward of user group g is r_g(x, y) = w_g . a(x, y) (``judge``, ``groups``).
 - **User groups** (population, concise, thorough, friendly) agree on substance and
-  disagree on style, so their rankings conflict on some pairs (``groups``).
+  disagree on style, so their rankings conflict on some pairs; users of a group
+  describe themselves in a short context text a router can read (``groups``).
 - **Preference pairs** labelled from the gold reward, deterministically or by
   Bradley-Terry sampling, optionally through noise: symmetric flips, a length-biased
   annotator, per-group labels. Every row keeps the truth (``generator``).
@@ -39,7 +40,7 @@ from .generator import (
     mini_reward_bench,
     sample_prompts,
 )
-from .groups import ATTRIBUTE_NAMES, GROUP_WEIGHTS, group_names, intransitive_example
+from .groups import ATTRIBUTE_NAMES, GROUP_WEIGHTS, USER_CONTEXTS, group_names, intransitive_example, user_profiles
 from .judge import gold_attributes, gold_reward, gold_rewards, parse_prompt, weight_vector
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "CATEGORIES",
     "GROUP_WEIGHTS",
     "LABEL_MODES",
+    "USER_CONTEXTS",
     "WorldConfig",
     "category_names",
     "generate_preference_pairs",
@@ -58,5 +60,6 @@ __all__ = [
     "mini_reward_bench",
     "parse_prompt",
     "sample_prompts",
+    "user_profiles",
     "weight_vector",
 ]

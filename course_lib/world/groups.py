@@ -15,6 +15,8 @@ are ranked differently by different groups:
 
 from __future__ import annotations
 
+import random
+
 ATTRIBUTE_NAMES = ("correctness", "helpfulness", "constraint", "safety", "verbosity", "tone")
 
 GROUP_WEIGHTS: dict[str, dict[str, float]] = {
@@ -73,3 +75,65 @@ def intransitive_example() -> tuple[str, dict[str, str], tuple[str, str, str]]:
     Defined in Chapter 02; used in Chapter 06.
     """
     return INTRANSITIVE_PROMPT, dict(INTRANSITIVE_RESPONSES), ("concise", "thorough", "friendly")
+
+
+# What users of each group say about themselves when asked ("Tell us how you like your
+# answers"). A router can read this context; the labels never depend on it. The first
+# four of each group are the "train" users' words, the last two are held out ("eval")
+# so that new users can describe themselves in words the router never saw.
+USER_CONTEXTS: dict[str, tuple[str, ...]] = {
+    "population": ("I ask about all sorts of everyday things.",
+                   "Just a regular person looking for good answers.",
+                   "I use this for questions that come up during my day.",
+                   "Nothing special about me, I want answers that are right.",
+                   "I'm an ordinary user with everyday questions.",
+                   "Whatever works best, I have no special wishes."),
+    "concise": ("I'm busy. Keep it short and to the point.",
+                "Brief answers please, I hate reading long texts.",
+                "Skip the fluff and give me the short version.",
+                "Short and sweet: fewer words are better for me.",
+                "I only have a minute, so be brief.",
+                "Please answer in as few words as possible."),
+    "thorough": ("I like detailed answers that cover everything.",
+                 "Give me all the steps and the reasons behind them.",
+                 "The more complete the explanation, the happier I am.",
+                 "I want depth: long, thorough, careful answers.",
+                 "Explain it fully, I enjoy reading every detail.",
+                 "Leave nothing out; a complete answer is worth the length."),
+    "friendly": ("Please be kind, I get nervous asking questions.",
+                 "A warm and friendly tone matters a lot to me.",
+                 "I appreciate answers that are polite and encouraging.",
+                 "Be nice to me, a cheerful reply makes my day.",
+                 "Gentle, supportive answers help me the most.",
+                 "I care about how things are said, so please be warm."),
+}
+_TRAIN_CONTEXTS = 4
+
+
+def user_profiles(n_per_group: int, groups=None, split: str = "train", seed: int = 0) -> list[dict]:
+    """Users with a group and a short self-description: the context a router can read.
+
+    Returns ``n_per_group`` users for each name in ``groups`` (default: all groups),
+    each a dict ``{"user_id", "user_group", "user_context"}``. A user's context is
+    one of the group's ``USER_CONTEXTS``: one of the first four for ``split="train"``,
+    one of the last two (words a model trained on train users never saw) for
+    ``split="eval"``. User ids are ``"{split}-{group}-{i}"``; the same arguments
+    always give the same users.
+
+    Defined in Chapter 06.
+    """
+    if not isinstance(n_per_group, int) or n_per_group < 1:
+        raise ValueError(f"user_profiles: n_per_group must be a positive integer, got {n_per_group!r}")
+    if split not in ("train", "eval"):
+        raise ValueError(f"user_profiles: split must be 'train' or 'eval', got {split!r}")
+    groups = group_names() if groups is None else list(groups)
+    users = []
+    for group in groups:
+        check_group(group, "user_profiles: groups")
+        contexts = USER_CONTEXTS[group]
+        pool = contexts[:_TRAIN_CONTEXTS] if split == "train" else contexts[_TRAIN_CONTEXTS:]
+        rng = random.Random(f"{seed}-{split}-{group}")
+        for i in range(n_per_group):
+            context = pool[i % len(pool)] if i < len(pool) else rng.choice(pool)
+            users.append({"user_id": f"{split}-{group}-{i}", "user_group": group, "user_context": context})
+    return users
