@@ -39,6 +39,13 @@ CLAIMS = {
         ("biased_rm_prefers_longer", operator.gt, 0.75),
         ("length_matched_pairs", operator.ge, 60),
     ],
+    "06_personalized_mixtures": [
+        ("intransitive_gap", operator.gt, 0.6),
+        ("mixture_gain_mean_differing", operator.gt, 0.02),
+        ("eval_nll_gain", operator.gt, 0.05),
+        ("heads_used", operator.ge, 2),
+        ("new_user_mixture_mw_k16", operator.gt, 0.6),
+    ],
 }
 
 
