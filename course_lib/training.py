@@ -77,6 +77,8 @@ class TrainingConfig:
       result; 1 = one padded forward pass, which suits large GPU batches).
     - ``eval_batch_size``: batch size for evaluation and for computing features.
     - ``log_every``: steps between loss updates on the progress bar.
+    - ``record_grad_norms``: record each pair's gradient norm (Chapter 03's
+      dynamics); it costs most of a frozen-mode step, so sweeps turn it off (NaN).
     - ``checkpoint_dir``: where a checkpoint is written after every epoch and, with
       ``checkpoint_every``, every that many steps; ``None``: no checkpoints.
     - ``feature_cache_dir``: disk cache for frozen-mode features, or ``None``.
@@ -105,6 +107,7 @@ class TrainingConfig:
     forward_chunks: int = 2
     eval_batch_size: int = 64
     log_every: int = 10
+    record_grad_norms: bool = True
     progress: bool = True
     checkpoint_dir: str | Path | None = None
     checkpoint_every: int | None = None
@@ -450,7 +453,7 @@ class BradleyTerryTrainer:
                 weights = torch.as_tensor(pair_weights, device=losses.device).float()
                 loss = (losses * weights).sum() / weights.sum().clamp_min(1e-12)
             chosen_features, rejected_features = features.detach().float().chunk(2)
-            if self.config.loss == "bradley_terry":
+            if self.config.loss == "bradley_terry" and self.config.record_grad_norms:
                 grad_norms = head_gradient_norms(
                     self.reward_model.head,
                     chosen_features,

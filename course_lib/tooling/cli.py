@@ -5,6 +5,7 @@
     course build-exercises                 write exercises/ from solutions/
     course check                           exercises in sync, no stray notebook state
     course grade SUBMISSION ... [--output grades/]
+    course sweep [--profile P] [--methods ...] [--noise ...] [--seeds ...]   the CRM reproduction grid
 """
 
 from __future__ import annotations
@@ -96,6 +97,18 @@ def _cmd_grade(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from .notebook_io import repo_root
+    from .sweep import run_sweep
+
+    root = repo_root()
+    csv_path = run_sweep(args.output or root / "results", profile=args.profile, methods=args.methods,
+                         noise_rates=args.noise, seeds=args.seeds, device=args.device,
+                         cache_dir=args.cache or root / "build" / "cache")
+    print(f"results: {csv_path}, {csv_path.with_suffix('.md')}, {csv_path.with_suffix('.png')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="course", description="Run, check and grade the reward-modeling course.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--timeout", type=float, default=300, help="seconds allowed per notebook (default 300)")
     grade.add_argument("--cell-timeout", type=float, default=60, help="seconds allowed per cell (default 60)")
     grade.set_defaults(func=_cmd_grade)
+
+    sweep = sub.add_parser("sweep", help="run the CRM reproduction grid (resumable) into results/")
+    sweep.add_argument("--profile", choices=PROFILES, default="standard")
+    sweep.add_argument("--methods", nargs="+", help="methods to run (default: all)")
+    sweep.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.2, 0.4], help="noise rates (default 0 0.2 0.4)")
+    sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    sweep.add_argument("--device", default="cpu", help="cpu or cuda")
+    sweep.add_argument("--output", help="folder for crm_reproduction.csv/.md/.png (default: results/)")
+    sweep.add_argument("--cache", help="feature cache folder (default: build/cache)")
+    sweep.set_defaults(func=_cmd_sweep)
     return parser
 
 
