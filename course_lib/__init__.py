@@ -13,6 +13,8 @@ Each module has one job and imports only from modules below it:
     detection                 Chapter 03: noisy-pair detectors and their scores; noise-rate estimate
     selection                 Chapters 04-05: small-loss selection, peer review, curriculum sort
     collaborative             Chapters 04-05: two reward models trained together (ensemble, CRM)
+    reproduction              Chapter 05: the CRM grid (method x noise x seed), one cell at a time
+    mixtures                  Chapter 06: mixtures of BT heads with a context router (MiCRo-style)
     tooling/                  running, checking, exercise generation, grading
 
 Functions name the chapter that introduces them ("Defined in Chapter NN"), so a

@@ -19,6 +19,10 @@ arrays have shape ``(epochs, n_pairs)``:
 - **two-model disagreement**: how much two independently trained models disagree
   with the label and with each other.
 
+Two estimates of the flip rate eta (Chapter 05): a two-component mixture over
+per-pair losses, and the disagreement rate on the pairs a held-out model is most
+sure about ("anchor points").
+
 Defined in Chapter 03.
 """
 
@@ -100,3 +104,28 @@ def estimate_noise_rate(pair_losses: np.ndarray, seed: int = 0) -> float:
     values = np.log(np.clip(losses, 1e-8, None)).reshape(-1, 1)
     mixture = GaussianMixture(n_components=2, random_state=seed).fit(values)
     return float(mixture.weights_[int(np.argmax(mixture.means_.ravel()))])
+
+
+def estimate_flip_rate_from_confident_pairs(margins: np.ndarray, top_share: float = 0.2) -> float:
+    """Estimate the share of flipped labels from held-out margins: disagreement on the surest pairs.
+
+    ``margins[i]`` is ``r(chosen) - r(rejected)`` for pair ``i`` under a model that did
+    NOT train on pair ``i`` (cross-fitting), so it has not memorized its label.
+    Among the ``top_share`` of pairs with the largest ``|margin|`` the model is
+    almost always right about the true preference, so under symmetric flips the
+    label disagrees with it (``margin < 0``) at rate ~eta. These high-confidence
+    pairs are the "anchor points" of noise-rate estimation (Liu & Tao 2016;
+    Patrini et al. 2017). Biased upward by whatever errors the model makes on them.
+
+    Defined in Chapter 05.
+    """
+    margins = np.asarray(margins, dtype=float)
+    margins = margins[np.isfinite(margins)]
+    if not 0.0 < top_share <= 1.0:
+        raise ValueError(f"top_share must be in (0, 1], got {top_share}")
+    n_top = int(top_share * margins.size)
+    if n_top < 5:
+        raise ValueError(f"estimate_flip_rate_from_confident_pairs needs at least 5 confident pairs, got {n_top} "
+                         f"({margins.size} finite margins x top_share {top_share})")
+    surest = np.argsort(-np.abs(margins), kind="stable")[:n_top]
+    return float((margins[surest] < 0).mean())

@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .collaborative import CollaborativeConfig, train_two_models
+from .collaborative import CollaborativeConfig, CollaborativeHistory, train_two_models
 from .evaluation import MINI_REWARD_BENCH_SECTIONS, mini_reward_bench_score
 from .reward_model import RewardModel, frozen_model_with_new_head, score
-from .training import BradleyTerryTrainer, TrainingConfig
+from .training import BradleyTerryTrainer, TrainingConfig, TrainingHistory
 from .world import WorldConfig, generate_preference_pairs
 
 METHODS = ("single", "conservative", "unbiased", "ensemble", "self_review", "peer_review", "crm")
@@ -95,8 +95,14 @@ def check_methods(methods) -> list[str]:
 
 
 def train_method(method: str, base: RewardModel, train, config: ReproductionConfig, eta: float, seed: int,
-                 device: str = "cpu") -> list[RewardModel]:
-    """Train ``method`` on ``train`` (heads on ``base``'s frozen features); return the models to average.
+                 device: str = "cpu", **overrides) -> tuple[list[RewardModel], TrainingHistory | CollaborativeHistory]:
+    """Train ``method`` on ``train`` (heads on ``base``'s frozen features).
+
+    Returns the models whose rewards are averaged, and the run's history (a
+    :class:`~course_lib.training.TrainingHistory` for one model, a
+    :class:`~course_lib.collaborative.CollaborativeHistory` with the selection
+    masks for two). ``overrides`` replace fields of the
+    :class:`~course_lib.collaborative.CollaborativeConfig` (e.g. ``ramp_epochs``).
 
     ``eta``: the noise rate the method is told (selection keep ratio ``1 - eta``,
     robust-loss flip rate). Model seeds derive from ``seed``, so the two models of
@@ -113,13 +119,32 @@ def train_method(method: str, base: RewardModel, train, config: ReproductionConf
     if method in ("single", "conservative", "unbiased"):
         loss = {} if method == "single" else {"loss": method, "assumed_flip_rate": eta}
         model, single = trainer(1000 * seed + 1, **loss)
-        single.fit()
-        return [model]
+        return [model], single.fit()
     (model_a, trainer_a), (model_b, trainer_b) = trainer(1000 * seed + 1), trainer(1000 * seed + 2)
     rule = {"crm": "peer_review"}.get(method, method)
-    train_two_models(trainer_a, trainer_b, CollaborativeConfig(
-        method=rule, noise_rate=eta, ramp_epochs=config.ramp_epochs, curriculum=method == "crm"), progress=False)
-    return [model_a, model_b]
+    settings = dict(method=rule, noise_rate=eta, ramp_epochs=config.ramp_epochs, curriculum=method == "crm")
+    history = train_two_models(trainer_a, trainer_b, CollaborativeConfig(**{**settings, **overrides}), progress=False)
+    return [model_a, model_b], history
+
+
+def cross_fitted_margins(base: RewardModel, train, config: ReproductionConfig, seed: int, epochs: int = 4,
+                         folds: int = 2, device: str = "cpu") -> np.ndarray:
+    """Each pair's margin under a single RM trained on the OTHER folds (no memorization of its own label).
+
+    The input of :func:`course_lib.detection.estimate_flip_rate_from_confident_pairs`.
+    """
+    if folds < 2:
+        raise ValueError(f"cross_fitted_margins needs folds >= 2, got {folds}")
+    n_pairs = len(train)
+    fold_of = np.random.default_rng(seed).permutation(n_pairs) % folds
+    short = replace(config, epochs=epochs)
+    margins = np.full(n_pairs, np.nan)
+    for fold in range(folds):
+        held_out = np.flatnonzero(fold_of == fold)
+        (model,), _ = train_method("single", base, train.select(np.flatnonzero(fold_of != fold)), short, 0.0, seed, device)
+        pairs = train.select(held_out)
+        margins[held_out] = score(model, pairs["prompt"], pairs["chosen"]) - score(model, pairs["prompt"], pairs["rejected"])
+    return margins
 
 
 def score_models(models: list[RewardModel], bench) -> dict[str, float]:
@@ -143,7 +168,7 @@ def run_cell(method: str, noise_rate: float, seed: int, base: RewardModel, bench
     for column in ("chosen", "rejected"):  # encode once (and reuse the disk cache across cells)
         base.embed(train["prompt"], train[column], cache_dir=cache_dir, progress=False)
     eta = noise_rate if config.assumed_noise_rate is None else config.assumed_noise_rate
-    models = train_method(method, base, train, config, eta, seed, device)
+    models, _ = train_method(method, base, train, config, eta, seed, device)
     return {"method": method, "noise_rate": noise_rate, "seed": seed, "eta": eta, **score_models(models, bench),
             "seconds": round(time.monotonic() - started, 1)}
 

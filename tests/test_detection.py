@@ -6,6 +6,7 @@ import pytest
 from course_lib.detection import (
     detection_report,
     disagreement_score,
+    estimate_flip_rate_from_confident_pairs,
     estimate_noise_rate,
     first_fit_epoch,
     fluctuation_score,
@@ -43,3 +44,17 @@ def test_estimate_noise_rate_recovers_a_two_bump_mixture():
     assert estimate_noise_rate(np.concatenate([clean, noisy])) == pytest.approx(0.3, abs=0.03)
     with pytest.raises(ValueError, match="at least 10"):
         estimate_noise_rate(np.ones(3))
+
+
+def test_flip_rate_from_confident_pairs_counts_disagreement_on_the_surest():
+    # 10 sure pairs (|m| >= 5), 2 of them against the label; 10 unsure pairs, all against it.
+    margins = np.array([5, 6, 7, -8, 9, 10, 11, -12, 13, 14] + [-0.1] * 10, dtype=float)
+    assert estimate_flip_rate_from_confident_pairs(margins, top_share=0.5) == pytest.approx(0.2)
+    assert estimate_flip_rate_from_confident_pairs(margins, top_share=1.0) == pytest.approx(0.6)
+    rng = np.random.default_rng(0)  # a good model's margins, labels flipped at 30%
+    true_margins = rng.normal(0, 3, 5000)
+    flips = rng.random(5000) < 0.3
+    observed = np.abs(true_margins) * np.where(flips, -1, 1)
+    assert estimate_flip_rate_from_confident_pairs(observed) == pytest.approx(0.3, abs=0.03)
+    with pytest.raises(ValueError, match="at least 5"):
+        estimate_flip_rate_from_confident_pairs(np.ones(10), top_share=0.2)
