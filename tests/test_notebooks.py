@@ -39,6 +39,22 @@ CLAIMS = {
         ("biased_rm_prefers_longer", operator.gt, 0.75),
         ("length_matched_pairs", operator.ge, 60),
     ],
+    "03_noisy_preferences": [
+        ("drop_clean_to_noisy", operator.gt, 0.05),
+        ("flipped_pairs_fitted", operator.gt, 0.5),
+        ("best_detector_auroc_20", operator.gt, 0.65),
+        ("clean_subset_gain", operator.gt, 0.05),
+    ],
+    "04_crm_peer_review": [
+        ("selection_precision_peer_20", operator.gt, 0.8),
+        ("selection_precision_peer_40", operator.gt, 0.6),
+        ("gain_peer_review_40", operator.gt, 0.0),
+    ],
+    "05_curriculum": [
+        ("baseline_drop_0_to_40", operator.gt, 0.05),
+        ("crm_gain_40", operator.gt, 0.0),
+        ("eta_estimate_mae_anchor", operator.lt, 0.1),
+    ],
     "06_personalized_mixtures": [
         ("intransitive_gap", operator.gt, 0.6),
         ("mixture_gain_mean_differing", operator.gt, 0.02),
