@@ -49,10 +49,11 @@ def bradley_terry_loss(
     losses = -F.logsigmoid(difference)
     if center_rewards_coefficient is not None:
         losses = losses + center_rewards_coefficient * (chosen_rewards + rejected_rewards) ** 2
-    return _reduce(losses, reduction, "bradley_terry_loss")
+    return reduce_losses(losses, reduction, "bradley_terry_loss")
 
 
-def _reduce(losses: torch.Tensor, reduction: str, name: str) -> torch.Tensor:
+def reduce_losses(losses: torch.Tensor, reduction: str, name: str) -> torch.Tensor:
+    """Per-pair losses reduced as ``reduction`` says ('mean', 'sum' or 'none'); ``name`` goes in the error."""
     if reduction == "mean":
         return losses.mean()
     if reduction == "sum":
@@ -83,7 +84,7 @@ def conservative_bradley_terry_loss(
     _check_rate(label_smoothing, "label_smoothing", upper=0.5)
     difference = chosen_rewards - rejected_rewards
     losses = -(1 - label_smoothing) * F.logsigmoid(difference) - label_smoothing * F.logsigmoid(-difference)
-    return _reduce(losses, reduction, "conservative_bradley_terry_loss")
+    return reduce_losses(losses, reduction, "conservative_bradley_terry_loss")
 
 
 def unbiased_bradley_terry_loss(
@@ -107,7 +108,7 @@ def unbiased_bradley_terry_loss(
     _check_rate(flip_rate, "flip_rate", upper=0.5, closed=False)
     difference = chosen_rewards - rejected_rewards
     losses = ((1 - flip_rate) * -F.logsigmoid(difference) - flip_rate * -F.logsigmoid(-difference)) / (1 - 2 * flip_rate)
-    return _reduce(losses, reduction, "unbiased_bradley_terry_loss")
+    return reduce_losses(losses, reduction, "unbiased_bradley_terry_loss")
 
 
 def _check_rate(value: float, name: str, upper: float, closed: bool = True) -> None:

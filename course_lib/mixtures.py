@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_lib.losses import reduce_losses
 from course_lib.progress import tqdm
 from course_lib.training import single_threaded
 
@@ -75,13 +76,7 @@ def mixture_bradley_terry_loss(
     _check_rewards_and_weights(chosen_rewards, rejected_rewards, weights, "mixture_bradley_terry_loss")
     log_weights = torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
     losses = -torch.logsumexp(log_weights + F.logsigmoid(chosen_rewards - rejected_rewards), dim=-1)
-    if reduction == "mean":
-        return losses.mean()
-    if reduction == "sum":
-        return losses.sum()
-    if reduction == "none":
-        return losses
-    raise ValueError(f"mixture_bradley_terry_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduce_losses(losses, reduction, "mixture_bradley_terry_loss")
 
 
 def load_balance_loss(weights: torch.Tensor) -> torch.Tensor:
