@@ -25,14 +25,17 @@ Defined in Chapter 04 (curriculum: Chapter 05).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from .progress import tqdm
 from .selection import curriculum_sort, forget_rate_schedule, peer_review_select, self_review_select
-from .training import BradleyTerryTrainer, TrainingHistory
+from .reward_model import atomic_torch_save
+from .training import CHECKPOINT_FILE, BradleyTerryTrainer, TrainingHistory
 
 METHODS = ("ensemble", "peer_review", "self_review")
+SELECTIONS_FILE = "selections.pt"
 
 
 @dataclass
@@ -75,13 +78,28 @@ def all_pair_margins(trainer: BradleyTerryTrainer) -> torch.Tensor:
     return torch.cat([trainer.pair_margins(trainer.make_batch(part)).cpu() for part in indices.split(trainer.config.eval_batch_size)])
 
 
+def _checkpoint_dirs(trainer_a: BradleyTerryTrainer, trainer_b: BradleyTerryTrainer) -> tuple[Path, Path] | None:
+    """Both trainers' checkpoint folders (distinct), or None when neither has one."""
+    dirs = [trainer.config.checkpoint_dir for trainer in (trainer_a, trainer_b)]
+    if dirs == [None, None]:
+        return None
+    if None in dirs or Path(dirs[0]).resolve() == Path(dirs[1]).resolve():
+        raise ValueError("train_two_models: give each trainer its own TrainingConfig.checkpoint_dir (or neither)")
+    return Path(dirs[0]), Path(dirs[1])
+
+
 def train_two_models(
-    trainer_a: BradleyTerryTrainer, trainer_b: BradleyTerryTrainer, config: CollaborativeConfig, progress: bool = True
+    trainer_a: BradleyTerryTrainer, trainer_b: BradleyTerryTrainer, config: CollaborativeConfig, progress: bool = True,
+    resume: bool = False,
 ) -> CollaborativeHistory:
     """Train two models (built on the same training pairs) with the chosen exchange rule.
 
     Both trainers must use the same ``epochs`` and ``batch_size``. Returns both
     histories and the selection masks.
+
+    With a ``checkpoint_dir`` in each trainer's config, both models and the masks
+    are saved after every epoch; ``resume=True`` continues from the last finished
+    epoch and ends where an uninterrupted run does.
 
     Defined in Chapter 04.
     """
@@ -92,8 +110,19 @@ def train_two_models(
         raise ValueError("train_two_models: both trainers need the same epochs and batch_size")
     selected_a = torch.zeros(epochs, trainer_a.n_pairs, dtype=torch.bool)
     selected_b = torch.zeros_like(selected_a)
+    dirs = _checkpoint_dirs(trainer_a, trainer_b)
+    if resume and dirs is None:
+        raise ValueError("train_two_models(resume=True) needs a checkpoint_dir in both trainers' configs")
+    if resume and all((d / CHECKPOINT_FILE).exists() for d in dirs) and (dirs[0] / SELECTIONS_FILE).exists():
+        trainer_a.load_checkpoint()
+        trainer_b.load_checkpoint()
+        saved = torch.load(dirs[0] / SELECTIONS_FILE, weights_only=True)
+        if trainer_a.epoch != trainer_b.epoch or saved["epochs_done"] < trainer_a.epoch:
+            raise ValueError(f"train_two_models: checkpoints in {dirs[0]} and {dirs[1]} are at different epochs "
+                             f"({trainer_a.epoch}, {trainer_b.epoch}, selections {saved['epochs_done']}); start again without resume")
+        selected_a, selected_b = saved["a"], saved["b"]
     rule = peer_review_select if config.method == "peer_review" else self_review_select
-    for epoch in tqdm(range(epochs), desc=config.method, disable=not progress):
+    for epoch in tqdm(range(trainer_a.epoch, epochs), desc=config.method, disable=not progress):
         keep_ratio = 1.0 - forget_rate_schedule(epoch, config.noise_rate, config.ramp_epochs)
         select = config.method != "ensemble" and keep_ratio < 1.0
         if config.curriculum and epoch > 0:
@@ -115,6 +144,8 @@ def train_two_models(
             trainer_b.train_step(batch_b, mask_b)
             selected_a[epoch, indices] = mask_a
             selected_b[epoch, indices] = mask_b
+        if dirs is not None:  # masks first, so they are never behind the models' checkpoints
+            atomic_torch_save({"a": selected_a, "b": selected_b, "epochs_done": epoch + 1}, dirs[0] / SELECTIONS_FILE)
         trainer_a.end_epoch()
         trainer_b.end_epoch()
     return CollaborativeHistory(trainer_a.history, trainer_b.history, selected_a, selected_b)

@@ -1,5 +1,6 @@
 """The two-model trainer: the exchange rules drive which pairs each model learns from."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,3 +60,47 @@ def test_mismatched_trainers_are_rejected(base):
         train_two_models(a, other, CollaborativeConfig(), progress=False)
     with pytest.raises(ValueError, match="method"):
         CollaborativeConfig(method="co-teaching")
+
+
+@pytest.mark.parametrize("curriculum", [False, True])
+def test_an_interrupted_run_resumes_to_the_same_end(base, tmp_path, curriculum):
+    config = CollaborativeConfig(method="peer_review", noise_rate=0.25, ramp_epochs=1, curriculum=curriculum)
+
+    def pair(folder=None):
+        made = []
+        for s in (1, 2):
+            settings = TrainingConfig(lr=1e-2, epochs=3, batch_size=8, progress=False,
+                                      checkpoint_dir=None if folder is None else tmp_path / folder / f"model_{s}")
+            made.append(BradleyTerryTrainer(frozen_model_with_new_head(base, head_hidden_size=8, seed=s), PAIRS, settings))
+        return made
+
+    uninterrupted = pair()
+    whole = train_two_models(*uninterrupted, config, progress=False)
+    first = pair("run")
+    calls = []
+    real_end_epoch = first[1].end_epoch
+
+    def end_epoch_then_stop():
+        real_end_epoch()
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stopped after two finished epochs
+
+    first[1].end_epoch = end_epoch_then_stop
+    with pytest.raises(KeyboardInterrupt):
+        train_two_models(*first, config, progress=False)
+    resumed_a, resumed_b = pair("run")
+    epochs_trained = []
+    real_resumed_end = resumed_b.end_epoch
+    resumed_b.end_epoch = lambda: (epochs_trained.append(1), real_resumed_end())
+    resumed = train_two_models(resumed_a, resumed_b, config, progress=False, resume=True)
+    assert len(epochs_trained) == 1, "the resumed run must train only the epoch that was missing"
+    assert torch.equal(resumed.selected_a, whole.selected_a) and torch.equal(resumed.selected_b, whole.selected_b)
+    for fresh, reference in zip((resumed_a, resumed_b), uninterrupted):
+        np.testing.assert_array_equal(fresh.history.pair_loss, reference.history.pair_loss)
+        for name, value in fresh.reward_model.head.state_dict().items():
+            assert torch.equal(value, reference.reward_model.head.state_dict()[name]), name
+    with pytest.raises(ValueError, match="own TrainingConfig.checkpoint_dir"):
+        a, b = pair("run")
+        b.config.checkpoint_dir = a.config.checkpoint_dir
+        train_two_models(a, b, config, progress=False, resume=True)
