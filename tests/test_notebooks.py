@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -165,3 +166,32 @@ def test_course_run_names_the_failing_cell(tmp_path, kernel_name):
     assert "ValueError: row 17: chosen is empty" in run.error
     assert (tmp_path / "out" / "98_broken.ipynb").exists()
     assert "FAILED" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_course_run_stops_a_hung_cell_and_goes_on(tmp_path, kernel_name, capsys):
+    """A cell over the per-cell limit fails its notebook (named, with the limit); the next notebook still runs."""
+
+    def tiny_notebook(name: str, *sources: str) -> Path:
+        nb = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell("profile = 'standard'")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, *(nbformat.v4.new_code_cell(source) for source in sources)]
+        nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "course", "language": "python"}
+        write_notebook(nb, tmp_path / "src" / name)
+        return tmp_path / "src" / name
+
+    hung = tiny_notebook("96_hung.ipynb", "print('before the hang')", "import time\ntime.sleep(60)", "print('never')")
+    fine = tiny_notebook("97_fine.ipynb", "from course_lib.results import record_result\nrecord_result('answer', 42)")
+    started = time.monotonic()
+    slow, ok = run_course([hung, fine], tmp_path / "out", "smoke", {}, kernel_name=kernel_name, cell_timeout=2)
+    assert time.monotonic() - started < 45, "the hung cell was not stopped at the limit"
+    assert not slow.ok
+    assert slow.error.startswith("96_hung.ipynb timed out in cell ")
+    assert "(`import time`)" in slow.error and "per-cell limit of 2 s" in slow.error and "--cell-timeout" in slow.error
+    executed = nbformat.read(tmp_path / "out" / "96_hung.ipynb", 4)
+    assert "before the hang" in str(executed.cells[2].outputs)  # what ran before the hang is kept
+    assert "never" not in str(executed.cells[-1].outputs)
+    assert ok.ok and ok.results[0]["value"] == 42
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| 96_hung.ipynb | FAILED |" in report and "| 97_fine.ipynb | ok |" in report
+    assert "timed out in cell" in report

@@ -164,3 +164,21 @@ def test_the_repository_root_is_found_from_a_subfolder(root, monkeypatch):
 
     monkeypatch.chdir(root / "tests")
     assert repo_root() == root
+
+
+def test_cell_timeout_defaults_per_profile_and_overrides(capsys):
+    from course_lib.tooling.cli import build_parser
+    from course_lib.tooling.execute import CELL_TIMEOUTS, cell_timeout_for
+
+    assert [cell_timeout_for(profile) for profile in ("smoke", "standard", "full")] == [300, 3600, 21600]
+    assert cell_timeout_for("smoke", 2.5) == 2.5 and cell_timeout_for("full", 0) is None  # 0: no limit
+    with pytest.raises(ValueError, match="must be >= 0 seconds"):
+        cell_timeout_for("smoke", -1)
+    parser = build_parser()
+    assert parser.parse_args(["run", "01", "--cell-timeout", "90"]).cell_timeout == 90
+    assert parser.parse_args(["run", "01"]).cell_timeout is None  # the profile decides
+    assert parser.parse_args(["refresh", "--cell-timeout", "0"]).cell_timeout == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--help"])
+    run_help = " ".join(capsys.readouterr().out.split())
+    assert all(f"{profile} {seconds}" in run_help for profile, seconds in CELL_TIMEOUTS.items())  # help tells the truth

@@ -1,7 +1,7 @@
 """The ``course`` command.
 
-    course run [NOTEBOOK ...] [--profile smoke|standard|full] [-p NAME VALUE ...]
-    course refresh [NOTEBOOK ...]          re-execute committed notebooks in place
+    course run [NOTEBOOK ...] [--profile smoke|standard|full] [-p NAME VALUE ...] [--cell-timeout SECONDS]
+    course refresh [NOTEBOOK ...] [--cell-timeout SECONDS]   re-execute committed notebooks in place
     course build-exercises                 write exercises/ from solutions/
     course check                           exercises in sync, no stray notebook state
     course grade SUBMISSION ... [--output grades/]
@@ -29,7 +29,8 @@ def _cmd_run(args) -> int:
     def announce(path, parameters):
         print(f"running {path.name} with {parameters} ...", flush=True)
 
-    runs = run_course(notebooks, output_dir, args.profile, extra, log_output=args.log_output, on_start=announce)
+    runs = run_course(notebooks, output_dir, args.profile, extra, log_output=args.log_output, on_start=announce,
+                      cell_timeout=args.cell_timeout)
     for run in runs:
         print(f"  {run.notebook}: {'ok' if run.ok else 'FAILED'} in {run.seconds:g} s")
     print(f"executed notebooks and report: {output_dir / 'report.md'}")
@@ -40,13 +41,23 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_refresh(args) -> int:
-    from .execute import refresh_notebook
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    from .execute import cell_timeout_for, refresh_notebook
     from .notebook_io import repo_root, resolve_notebooks
 
+    cell_timeout = cell_timeout_for("standard", args.cell_timeout)
+    failures = 0
     for path in resolve_notebooks(args.notebooks, "notebooks", repo_root()):
         print(f"refreshing {path.name} ...", flush=True)
-        print(f"  done in {refresh_notebook(path):.1f} s")
-    return 0
+        try:
+            print(f"  done in {refresh_notebook(path, cell_timeout=cell_timeout):.1f} s")
+        except (CellExecutionError, CellTimeoutError) as error:
+            failures += 1
+            hint = " (raise the per-cell limit with --cell-timeout SECONDS, 0: no limit)"
+            print(f"error: {path.name} left unchanged{hint if isinstance(error, CellTimeoutError) else ''}: {error}",
+                  file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _cmd_build_exercises(args) -> int:
@@ -120,10 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set a notebook parameter, e.g. -p noise_rate 0.4 -p device cuda")
     run.add_argument("--output", help="output folder (default: build/<profile>)")
     run.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
+    run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                     help="seconds any one cell may run before its notebook fails; 0: no limit "
+                          "(default per profile: smoke 300, standard 3600, full 21600)")
     run.set_defaults(func=_cmd_run)
 
     refresh = sub.add_parser("refresh", help="re-execute committed notebooks in place (maintainers)")
     refresh.add_argument("notebooks", nargs="*")
+    refresh.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                         help="seconds any one cell may run; 0: no limit (default 3600, the standard profile's)")
     refresh.set_defaults(func=_cmd_refresh)
 
     build = sub.add_parser("build-exercises", help="generate exercises/ from solutions/")

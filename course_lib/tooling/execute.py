@@ -4,7 +4,8 @@
 ``-p name value``), writes the executed copy to ``build/<profile>/``, and
 collects what each notebook recorded with :func:`course_lib.results.record_result`
 and :func:`course_lib.results.record_figure` into ``build/<profile>/report.md``
-and ``results.json``.
+and ``results.json``. A cell that runs longer than the per-cell limit
+(:data:`CELL_TIMEOUTS`, or ``--cell-timeout``) fails its notebook; the batch goes on.
 """
 
 from __future__ import annotations
@@ -18,9 +19,30 @@ from pathlib import Path
 
 import papermill
 from jupyter_client.kernelspec import KernelSpecManager
+from nbclient.exceptions import CellTimeoutError
 
 from ..results import format_value, results_from_outputs
 from .notebook_io import KERNEL_NAME, parameters_cell_index, read_notebook, write_bytes_atomic, write_text_atomic
+
+
+# Seconds one cell may run before its notebook fails, per profile. A limit is there to end
+# a hung cell, not to hurry a slow one, so each sits well above the slowest cell measured:
+# - smoke: a whole chapter takes at most about two minutes on 2 CPU cores, so 5 minutes for
+#   one cell only trips on a hang (or a smoke profile that stopped being small).
+# - standard: the slowest cell is Chapter 05's reproduction grid, about 22 minutes on 2 CPU
+#   threads (results/crm_reproduction.csv, seed 0); an hour leaves room for a slower laptop.
+# - full: GPU scale, not timed on every GPU; 6 hours is far beyond any cell we expect and
+#   still ends a hung overnight batch by the morning.
+CELL_TIMEOUTS = {"smoke": 300, "standard": 3600, "full": 6 * 3600}
+
+
+def cell_timeout_for(profile: str, override: float | None = None) -> float | None:
+    """The per-cell limit in seconds: ``override`` if given (0: no limit), else the profile's default."""
+    if override is None:
+        return CELL_TIMEOUTS[profile]
+    if override < 0:
+        raise ValueError(f"the per-cell time limit must be >= 0 seconds (0: no limit), got {override:g}")
+    return override or None
 
 
 def available_kernel() -> str:
@@ -61,18 +83,42 @@ class NotebookRun:
     figures: list[dict] = field(default_factory=list)
 
 
-def _failure_message(path: Path, error: Exception) -> str:
+def _cell_label(number, source: str) -> str:
+    """``cell 4 (`train(model)`)``: the cell's execution count and its first non-blank line."""
+    first_line = next((line for line in source.splitlines() if line.strip()), "")
+    return f"cell {number} (`{first_line.strip()[:80]}`)"
+
+
+def _running_cell(partial: Path):
+    """The cell that was running when execution stopped: the last code cell papermill started."""
+    if not partial.exists():
+        return None
+    started = [cell for cell in read_notebook(partial).cells
+               if cell.cell_type == "code" and cell.metadata.get("papermill", {}).get("start_time")]
+    return started[-1] if started else None
+
+
+def _failure_message(path: Path, error: Exception, partial: Path, cell_timeout: float | None) -> str:
     if isinstance(error, papermill.PapermillExecutionError):
-        first_line = next((line for line in error.source.splitlines() if line.strip()), "")
+        return f"{path.name} failed in {_cell_label(error.exec_count, error.source)}: {error.ename}: {error.evalue}"
+    if isinstance(error, CellTimeoutError):
+        cell = _running_cell(partial)
+        where = _cell_label(cell.execution_count, cell.source) if cell else "a cell"
         return (
-            f"{path.name} failed in cell {error.exec_count} (`{first_line.strip()[:80]}`): "
-            f"{error.ename}: {error.evalue}"
+            f"{path.name} timed out in {where}: still running after the per-cell limit of {cell_timeout:g} s; "
+            f"if the cell is slow rather than hung, raise the limit with --cell-timeout SECONDS (0: no limit)"
         )
     return f"{path.name} failed: {type(error).__name__}: {error}"
 
 
-def run_notebook(path: Path, output_dir: Path, parameters: dict, kernel_name: str, log_output: bool = False) -> NotebookRun:
-    """Execute one notebook; the executed copy is written atomically to ``output_dir``."""
+def run_notebook(path: Path, output_dir: Path, parameters: dict, kernel_name: str, log_output: bool = False,
+                 cell_timeout: float | None = None) -> NotebookRun:
+    """Execute one notebook; the executed copy is written atomically to ``output_dir``.
+
+    ``cell_timeout``: seconds any one cell may run (``None``: no limit). A cell that
+    fails or times out ends the run with ``ok=False`` and a message naming the cell;
+    the notebook executed so far is still written.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     output = output_dir / path.name
     partial = output_dir / f".{path.stem}.partial.ipynb"
@@ -87,9 +133,10 @@ def run_notebook(path: Path, output_dir: Path, parameters: dict, kernel_name: st
             cwd=str(path.parent),
             progress_bar=False,
             log_output=log_output,
+            execution_timeout=cell_timeout,
         )
     except Exception as error:  # papermill wraps cell errors; anything else is reported the same way
-        run.ok, run.error = False, _failure_message(path, error)
+        run.ok, run.error = False, _failure_message(path, error, partial, cell_timeout)
     run.seconds = round(time.monotonic() - started, 1)
     if partial.exists():
         executed = read_notebook(partial)
@@ -106,9 +153,16 @@ def run_course(
     kernel_name: str | None = None,
     log_output: bool = False,
     on_start=None,
+    cell_timeout: float | None = None,
 ) -> list[NotebookRun]:
-    """Run notebooks in order; a parameter is passed only to notebooks that declare it."""
+    """Run notebooks in order; a parameter is passed only to notebooks that declare it.
+
+    ``cell_timeout``: seconds any one cell may run; ``None`` takes the profile's
+    default from :data:`CELL_TIMEOUTS`, ``0`` means no limit. A failed or timed-out
+    notebook is reported FAILED and the next one still runs.
+    """
     kernel_name = kernel_name or available_kernel()
+    cell_timeout = cell_timeout_for(profile, cell_timeout)
     declared = {path: declared_parameters(path) for path in notebooks}
     unknown = [name for name in extra_parameters if not any(name in names for names in declared.values())]
     if unknown:
@@ -119,7 +173,7 @@ def run_course(
         parameters = {"profile": profile, **{k: v for k, v in extra_parameters.items() if k in declared[path]}}
         if on_start:
             on_start(path, parameters)
-        runs.append(run_notebook(path, output_dir, parameters, kernel_name, log_output))
+        runs.append(run_notebook(path, output_dir, parameters, kernel_name, log_output, cell_timeout))
     write_report(runs, output_dir, profile)
     return runs
 
@@ -181,11 +235,14 @@ def normalize_executed(nb) -> None:
                     output["execution_count"] = count
 
 
-def refresh_notebook(path: Path, kernel_name: str | None = None, timeout: int = 1800) -> float:
+def refresh_notebook(path: Path, kernel_name: str | None = None,
+                     cell_timeout: float | None = CELL_TIMEOUTS["standard"]) -> float:
     """Re-execute a committed notebook with its default parameters and store its outputs.
 
     This is how maintainers update the outputs that readers see and nbval checks.
     Returns the wall time in seconds. The file is replaced only if every cell ran.
+    ``cell_timeout``: seconds any one cell may run (``None``: no limit); the default
+    parameters are the standard profile's, and so is the default limit.
     """
     from nbclient import NotebookClient
 
@@ -194,7 +251,7 @@ def refresh_notebook(path: Path, kernel_name: str | None = None, timeout: int = 
     nb = read_notebook(path)
     started = time.monotonic()
     NotebookClient(
-        nb, kernel_name=kernel_name or available_kernel(), timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
+        nb, kernel_name=kernel_name or available_kernel(), timeout=cell_timeout, resources={"metadata": {"path": str(path.parent)}}
     ).execute()
     normalize_executed(nb)
     write_notebook(nb, path)
