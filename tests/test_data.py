@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset, DatasetDict
 
-from course_lib import data
+from course_lib import data, world
 from course_lib.data import load_preferences, parse_conversation, render_conversation
 
 PLAIN = [
@@ -210,7 +210,6 @@ def test_hub_failure_says_what_to_do(monkeypatch):
 
 
 def test_world_config_source():
-    world = pytest.importorskip("course_lib.world", reason="course_lib.world is not written yet")
     config = world.WorldConfig()
     expected = world.generate_preference_pairs(config)
     ds = load_preferences(config)
