@@ -120,7 +120,7 @@ def run_course_lib(pairs, classifier, args) -> dict:
 
     def timed_step(batch, pair_weights=None):
         loss = real_step(batch, pair_weights)
-        if trainer.accelerator.device.type == "cuda":
+        if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter())
         sizes.append(len(batch.indices))

@@ -3,9 +3,9 @@
 Both models see the same batches in the same order. Before each update, each
 model scores the batch's pairs (per-pair BT loss, no gradient); the selection
 rule of :mod:`course_lib.selection` decides which pairs each model is updated
-on. The single-model machinery (steps, per-pair statistics, progress) is the
-:class:`course_lib.training.BradleyTerryTrainer` of Chapter 02; this module only
-adds the exchange.
+on. The two models are :class:`course_lib.training.BradleyTerryTrainer` learners
+driven by the course's one training loop (:mod:`course_lib.loop`); this module
+only adds the exchange, as an epoch plan (:class:`CollaborativePlan`).
 
 Methods (``CollaborativeConfig.method``):
 
@@ -24,18 +24,17 @@ Defined in Chapter 04 (curriculum: Chapter 05).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 
-from .progress import tqdm
+from .loop import EpochPlan, TrainingHistory, TrainingLoop, global_pair_losses
+from .runtime import gather_rows, shard
 from .selection import curriculum_sort, forget_rate_schedule, peer_review_select, self_review_select
-from .reward_model import atomic_torch_save
-from .training import CHECKPOINT_FILE, BradleyTerryTrainer, TrainingHistory
+from .training import BradleyTerryTrainer
 
 METHODS = ("ensemble", "peer_review", "self_review")
-SELECTIONS_FILE = "selections.pt"
 
 
 @dataclass
@@ -73,33 +72,81 @@ class CollaborativeHistory:
 
 
 def all_pair_margins(trainer: BradleyTerryTrainer) -> torch.Tensor:
-    """Margins of every training pair under the trainer's current model, in dataset order."""
-    indices = torch.arange(trainer.n_pairs)
-    return torch.cat([trainer.pair_margins(trainer.make_batch(part)).cpu() for part in indices.split(trainer.config.eval_batch_size)])
+    """Margins of every training pair under the trainer's current model, in dataset order (every process)."""
+    rows = shard(torch.arange(trainer.n_pairs))
+    parts = [trainer.pair_margins(trainer.make_batch(part)).cpu() for part in rows.split(trainer.config.eval_batch_size)]
+    return gather_rows(torch.cat(parts) if parts else torch.zeros(0), trainer.n_pairs)
 
 
-def _checkpoint_dirs(trainer_a: BradleyTerryTrainer, trainer_b: BradleyTerryTrainer) -> tuple[Path, Path] | None:
-    """Both trainers' checkpoint folders (distinct), or None when neither has one."""
-    dirs = [trainer.config.checkpoint_dir for trainer in (trainer_a, trainer_b)]
-    if dirs == [None, None]:
-        return None
-    if None in dirs or Path(dirs[0]).resolve() == Path(dirs[1]).resolve():
-        raise ValueError("train_two_models: give each trainer its own TrainingConfig.checkpoint_dir (or neither)")
-    return Path(dirs[0]), Path(dirs[1])
+class CollaborativePlan(EpochPlan):
+    """The exchange between two trainers as an epoch plan of the training loop.
+
+    Each epoch keeps ``1 - forget_rate`` of the pairs (:func:`forget_rate_schedule`).
+    Per batch, the rule (peer or self review) picks each model's update set from the
+    two models' per-pair losses. With the curriculum, from the second epoch on, the
+    epoch visits pairs easy to hard (:func:`curriculum_sort`) and the selection is
+    made once over the whole epoch: sorted batches would otherwise be all easy or all
+    hard. ``selected[i]`` records model i's update sets.
+    """
+
+    def __init__(self, trainer_a: BradleyTerryTrainer, trainer_b: BradleyTerryTrainer, config: CollaborativeConfig):
+        self.trainers, self.config = (trainer_a, trainer_b), config
+        epochs, n_pairs = trainer_a.config.epochs, trainer_a.n_pairs
+        self.selected = [torch.zeros(epochs, n_pairs, dtype=torch.bool) for _ in range(2)]
+        self.rule = peer_review_select if config.method == "peer_review" else self_review_select
+        self.epoch_masks: list[torch.Tensor] | None = None
+
+    def keep_ratio(self, epoch: int) -> float:
+        return 1.0 - forget_rate_schedule(epoch, self.config.noise_rate, self.config.ramp_epochs)
+
+    def selecting(self, epoch: int) -> bool:
+        return self.config.method != "ensemble" and self.keep_ratio(epoch) < 1.0
+
+    def order(self, epoch: int) -> torch.Tensor:
+        self.epoch_masks = None
+        if not (self.config.curriculum and epoch > 0):
+            return self.trainers[0].epoch_order(epoch)
+        margins = [all_pair_margins(trainer) for trainer in self.trainers]
+        if self.selecting(epoch):
+            losses = [-F.logsigmoid(m) for m in margins]
+            self.epoch_masks = list(self.rule(*losses, self.keep_ratio(epoch)))
+        return curriculum_sort(*margins)
+
+    def select(self, epoch: int, indices: torch.Tensor, batches: list) -> list[torch.Tensor]:
+        if not self.selecting(epoch):
+            masks = [torch.ones(len(indices), dtype=torch.bool)] * 2
+        elif self.epoch_masks is not None:
+            masks = [mask[indices] for mask in self.epoch_masks]
+        else:
+            losses = [global_pair_losses(t, b, len(indices)) for t, b in zip(self.trainers, batches)]
+            masks = list(self.rule(*losses, self.keep_ratio(epoch)))
+        for selected, mask in zip(self.selected, masks):
+            selected[epoch, indices] = mask
+        return masks
+
+    def settings(self) -> dict:
+        return {f"collaborative.{k}": v for k, v in asdict(self.config).items()}
+
+    def state_dict(self) -> dict:
+        return {"selected": self.selected, "epoch_masks": self.epoch_masks}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.selected, self.epoch_masks = state["selected"], state["epoch_masks"]
 
 
 def train_two_models(
     trainer_a: BradleyTerryTrainer, trainer_b: BradleyTerryTrainer, config: CollaborativeConfig, progress: bool = True,
-    resume: bool = False,
+    checkpoint_dir=None, resume: bool = False,
 ) -> CollaborativeHistory:
     """Train two models (built on the same training pairs) with the chosen exchange rule.
 
     Both trainers must use the same ``epochs`` and ``batch_size``. Returns both
     histories and the selection masks.
 
-    With a ``checkpoint_dir`` in each trainer's config, both models and the masks
-    are saved after every epoch; ``resume=True`` continues from the last finished
-    epoch and ends where an uninterrupted run does.
+    With ``checkpoint_dir``, both models, their optimizers and random states and the
+    selection masks are saved together after every epoch; ``resume=True`` continues
+    from the last finished epoch (refusing other settings or data) and ends where an
+    uninterrupted run does.
 
     Defined in Chapter 04.
     """
@@ -108,44 +155,10 @@ def train_two_models(
     epochs, batch_size = trainer_a.config.epochs, trainer_a.config.batch_size
     if (trainer_b.config.epochs, trainer_b.config.batch_size) != (epochs, batch_size):
         raise ValueError("train_two_models: both trainers need the same epochs and batch_size")
-    selected_a = torch.zeros(epochs, trainer_a.n_pairs, dtype=torch.bool)
-    selected_b = torch.zeros_like(selected_a)
-    dirs = _checkpoint_dirs(trainer_a, trainer_b)
-    if resume and dirs is None:
-        raise ValueError("train_two_models(resume=True) needs a checkpoint_dir in both trainers' configs")
-    if resume and all((d / CHECKPOINT_FILE).exists() for d in dirs) and (dirs[0] / SELECTIONS_FILE).exists():
-        trainer_a.load_checkpoint()
-        trainer_b.load_checkpoint()
-        saved = torch.load(dirs[0] / SELECTIONS_FILE, weights_only=True)
-        if trainer_a.epoch != trainer_b.epoch or saved["epochs_done"] < trainer_a.epoch:
-            raise ValueError(f"train_two_models: checkpoints in {dirs[0]} and {dirs[1]} are at different epochs "
-                             f"({trainer_a.epoch}, {trainer_b.epoch}, selections {saved['epochs_done']}); start again without resume")
-        selected_a, selected_b = saved["a"], saved["b"]
-    rule = peer_review_select if config.method == "peer_review" else self_review_select
-    for epoch in tqdm(range(trainer_a.epoch, epochs), desc=config.method, disable=not progress):
-        keep_ratio = 1.0 - forget_rate_schedule(epoch, config.noise_rate, config.ramp_epochs)
-        select = config.method != "ensemble" and keep_ratio < 1.0
-        if config.curriculum and epoch > 0:
-            margins_a, margins_b = all_pair_margins(trainer_a), all_pair_margins(trainer_b)
-            order = curriculum_sort(margins_a, margins_b)
-            if select:  # select over the whole epoch: sorted batches would otherwise be all easy or all hard
-                epoch_mask_a, epoch_mask_b = rule(-torch.nn.functional.logsigmoid(margins_a), -torch.nn.functional.logsigmoid(margins_b), keep_ratio)
-        else:
-            order = trainer_a.epoch_order(epoch)
-        for indices in order.split(batch_size):
-            batch_a, batch_b = trainer_a.make_batch(indices), trainer_b.make_batch(indices)
-            if not select:
-                mask_a = mask_b = torch.ones(len(indices), dtype=torch.bool)
-            elif config.curriculum and epoch > 0:
-                mask_a, mask_b = epoch_mask_a[indices], epoch_mask_b[indices]
-            else:
-                mask_a, mask_b = rule(trainer_a.pair_losses(batch_a).cpu(), trainer_b.pair_losses(batch_b).cpu(), keep_ratio)
-            trainer_a.train_step(batch_a, mask_a)
-            trainer_b.train_step(batch_b, mask_b)
-            selected_a[epoch, indices] = mask_a
-            selected_b[epoch, indices] = mask_b
-        if dirs is not None:  # masks first, so they are never behind the models' checkpoints
-            atomic_torch_save({"a": selected_a, "b": selected_b, "epochs_done": epoch + 1}, dirs[0] / SELECTIONS_FILE)
-        trainer_a.end_epoch()
-        trainer_b.end_epoch()
-    return CollaborativeHistory(trainer_a.history, trainer_b.history, selected_a, selected_b)
+    if resume and checkpoint_dir is None:
+        raise ValueError("train_two_models(resume=True) needs a checkpoint_dir")
+    plan = CollaborativePlan(trainer_a, trainer_b, config)
+    loop = TrainingLoop([trainer_a, trainer_b], plan, epochs, batch_size, checkpoint_dir=checkpoint_dir,
+                        progress=progress, description=config.method)
+    history_a, history_b = loop.run(resume)
+    return CollaborativeHistory(history_a, history_b, *plan.selected)

@@ -88,7 +88,11 @@ def conservative_bradley_terry_loss(
 
 
 def unbiased_bradley_terry_loss(
-    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, flip_rate: float, reduction: str = "mean"
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    flip_rate: float,
+    reduction: str = "mean",
+    floor: float | None = None,
 ) -> torch.Tensor:
     r"""BT loss made unbiased for labels flipped at rate :math:`\varepsilon` (rDPO applied to BT).
 
@@ -103,11 +107,26 @@ def unbiased_bradley_terry_loss(
     :math:`\varepsilon`, the expectation of this loss over the flips equals the
     clean BT loss :math:`-\log\sigma(d_{\text{true}})` (tested numerically).
 
+    The price: :math:`\ell` has no lower bound. Its slope in :math:`d` is negative
+    everywhere (about :math:`-\varepsilon/(1-2\varepsilon)` for large :math:`d`), so a
+    model flexible enough to move each pair on its own pushes every margin, flipped
+    or not, towards infinity. ``floor`` bounds it: per-pair losses below ``floor``
+    are raised to it (``max(ell, floor)``), which stops the gradient there. With
+    ``floor=0`` this is the non-negative correction of Kiryo et al. (2017),
+    "Positive-Unlabeled Learning with Non-Negative Risk Estimator": the clean loss
+    being estimated is never negative, so a negative estimate is certain overshoot.
+    The floored loss is still unbiased for every pair whose true margin satisfies
+    :math:`\ell(|d_{\text{true}}|) \ge 0` (about :math:`|d| \le 0.3` at
+    :math:`\varepsilon = 0.4`, :math:`|d| \le 0.97` at 0.2) and an upper bound beyond.
+    The course's trainers use ``floor=0`` (Chapter 04); ``None`` gives the plain formula.
+
     Defined in Chapter 04.
     """
     _check_rate(flip_rate, "flip_rate", upper=0.5, closed=False)
     difference = chosen_rewards - rejected_rewards
     losses = ((1 - flip_rate) * -F.logsigmoid(difference) - flip_rate * -F.logsigmoid(-difference)) / (1 - 2 * flip_rate)
+    if floor is not None:
+        losses = losses.clamp_min(floor)
     return reduce_losses(losses, reduction, "unbiased_bradley_terry_loss")
 
 

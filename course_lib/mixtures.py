@@ -30,15 +30,16 @@ Defined in Chapter 06.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.losses import reduce_losses
-from course_lib.progress import tqdm
-from course_lib.training import single_threaded
+from .loop import EpochPlan, Learner, StepOutput, TrainingLoop
+from .losses import reduce_losses
+from .runtime import fingerprint
 
 
 def _check_rewards_and_weights(chosen_rewards, rejected_rewards, weights, name: str) -> None:
@@ -225,6 +226,44 @@ class MixtureConfig:
             raise ValueError(f"MixtureConfig: balance must be >= 0, got {self.balance}")
 
 
+class MixtureLearner(Learner):
+    """A :class:`MixtureOfHeads` as a learner of the course's training loop (:mod:`course_lib.loop`).
+
+    Batches are rows of precomputed features (and context); the per-pair loss is the
+    mixture NLL, and the load-balance term is the step's batch-level extra.
+
+    Defined in Chapter 06.
+    """
+
+    def __init__(self, model: MixtureOfHeads, chosen_features, rejected_features, context, known_weights,
+                 config: MixtureConfig):
+        n = len(chosen_features)
+        super().__init__(model, n_pairs=n, epochs=config.epochs, total_steps=1, lr=config.lr,
+                         weight_decay=config.weight_decay, device=str(chosen_features.device), seed=config.seed)
+        self.tensors = {"chosen": chosen_features, "rejected": rejected_features, "context": context,
+                        "known_weights": known_weights}
+        self.config = config
+        self.single_threaded = self.device.type == "cpu"
+
+    def make_batch(self, indices):
+        rows = torch.as_tensor(indices).to(self.device)
+        return SimpleNamespace(indices=rows, **{k: None if v is None else v[rows] for k, v in self.tensors.items()})
+
+    def forward(self, batch, module) -> StepOutput:
+        chosen, rejected, weights = module(batch.chosen, batch.rejected, batch.context)
+        if batch.known_weights is not None:
+            weights = batch.known_weights
+        losses = mixture_bradley_terry_loss(chosen, rejected, weights, reduction="none")
+        balanced = self.config.n_heads > 1 and batch.known_weights is None
+        return StepOutput(losses, self.config.balance * load_balance_loss(weights) if balanced else None)
+
+    def settings(self) -> dict:
+        return asdict(self.config)
+
+    def data_fingerprint(self) -> str:
+        return fingerprint(*(v for v in self.tensors.values() if v is not None))
+
+
 def fit_mixture(chosen_features: torch.Tensor, rejected_features: torch.Tensor, context: torch.Tensor | None = None,
                 config: MixtureConfig | None = None, known_weights: torch.Tensor | None = None
                 ) -> tuple[MixtureOfHeads, list[float]]:
@@ -244,6 +283,9 @@ def fit_mixture(chosen_features: torch.Tensor, rejected_features: torch.Tensor, 
     one-hot true groups: an oracle that knows who labelled each pair); the router
     is then not trained and there is no balance term.
 
+    Trained by the course's one training loop (:class:`course_lib.loop.TrainingLoop`):
+    AdamW on mini-batches in an order drawn from ``config.seed``.
+
     Defined in Chapter 06.
     """
     config = config or MixtureConfig()
@@ -260,27 +302,14 @@ def fit_mixture(chosen_features: torch.Tensor, rejected_features: torch.Tensor, 
                          f"got {tuple(known_weights.shape)}")
     context_features = 1 if context is None else context.shape[1]
     model = MixtureOfHeads(chosen_features.shape[1], context_features, config.n_heads, config.hidden_size, config.seed)
-    model.to(chosen_features.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    learner = MixtureLearner(model, chosen_features, rejected_features, context, known_weights, config)
     generator = torch.Generator().manual_seed(config.seed)
-    losses = []
-    with single_threaded(chosen_features.device.type == "cpu"):
-        for _ in tqdm(range(config.epochs), desc=f"fitting {config.n_heads} head(s)", disable=not config.progress):
-            total = 0.0
-            for rows in torch.randperm(n, generator=generator).split(config.batch_size):
-                rows = rows.to(chosen_features.device)
-                chosen, rejected, weights = model(chosen_features[rows], rejected_features[rows],
-                                                  None if context is None else context[rows])
-                if known_weights is not None:
-                    weights = known_weights[rows]
-                nll = mixture_bradley_terry_loss(chosen, rejected, weights)
-                balanced = config.n_heads > 1 and known_weights is None
-                loss = nll + config.balance * load_balance_loss(weights) if balanced else nll
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += nll.item() * len(rows)
-            losses.append(total / n)
+    orders = [torch.randperm(n, generator=generator) for _ in range(config.epochs)]
+    TrainingLoop([learner], EpochPlan(orders.__getitem__), config.epochs, config.batch_size, progress=config.progress,
+                 description=f"fitting {config.n_heads} head(s), epoch").run()
+    sizes = [len(rows) for rows in orders[0].split(config.batch_size)]
+    step_losses = learner.history.step_loss
+    losses = [sum(loss * size for loss, size in zip(step_losses[e * len(sizes):], sizes)) / n for e in range(config.epochs)]
     model.eval()
     return model, losses
 

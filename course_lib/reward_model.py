@@ -48,8 +48,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from .progress import tqdm
 from transformers import AutoModel, AutoTokenizer
+
+from .progress import tqdm
+from .runtime import atomic_torch_save
 
 MODES = ("frozen", "lora", "full")
 POOLINGS = ("mean", "pooler")
@@ -411,17 +413,3 @@ def load_reward_model(path, device=None) -> RewardModel:
         )
     model.load_state_dict(weights, strict=False)
     return model.to(device) if device is not None else model
-
-
-def atomic_torch_save(obj, path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -65,18 +65,9 @@ def test_mismatched_trainers_are_rejected(base):
 @pytest.mark.parametrize("curriculum", [False, True])
 def test_an_interrupted_run_resumes_to_the_same_end(base, tmp_path, curriculum):
     config = CollaborativeConfig(method="peer_review", noise_rate=0.25, ramp_epochs=1, curriculum=curriculum)
-
-    def pair(folder=None):
-        made = []
-        for s in (1, 2):
-            settings = TrainingConfig(lr=1e-2, epochs=3, batch_size=8, progress=False,
-                                      checkpoint_dir=None if folder is None else tmp_path / folder / f"model_{s}")
-            made.append(BradleyTerryTrainer(frozen_model_with_new_head(base, head_hidden_size=8, seed=s), PAIRS, settings))
-        return made
-
-    uninterrupted = pair()
+    uninterrupted = trainers(base)
     whole = train_two_models(*uninterrupted, config, progress=False)
-    first = pair("run")
+    first = trainers(base)
     calls = []
     real_end_epoch = first[1].end_epoch
 
@@ -84,23 +75,36 @@ def test_an_interrupted_run_resumes_to_the_same_end(base, tmp_path, curriculum):
         real_end_epoch()
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # stopped after two finished epochs
+            raise KeyboardInterrupt  # stopped during the third epoch's bookkeeping, after two saved epochs
 
     first[1].end_epoch = end_epoch_then_stop
     with pytest.raises(KeyboardInterrupt):
-        train_two_models(*first, config, progress=False)
-    resumed_a, resumed_b = pair("run")
+        train_two_models(*first, config, progress=False, checkpoint_dir=tmp_path / "run")
+    resumed_a, resumed_b = trainers(base)
     epochs_trained = []
     real_resumed_end = resumed_b.end_epoch
     resumed_b.end_epoch = lambda: (epochs_trained.append(1), real_resumed_end())
-    resumed = train_two_models(resumed_a, resumed_b, config, progress=False, resume=True)
-    assert len(epochs_trained) == 1, "the resumed run must train only the epoch that was missing"
+    resumed = train_two_models(resumed_a, resumed_b, config, progress=False, checkpoint_dir=tmp_path / "run", resume=True)
+    assert len(epochs_trained) == 2, "the resumed run trains only the epochs that were not saved"
     assert torch.equal(resumed.selected_a, whole.selected_a) and torch.equal(resumed.selected_b, whole.selected_b)
     for fresh, reference in zip((resumed_a, resumed_b), uninterrupted):
         np.testing.assert_array_equal(fresh.history.pair_loss, reference.history.pair_loss)
+        assert fresh.history.step_loss == reference.history.step_loss
         for name, value in fresh.reward_model.head.state_dict().items():
             assert torch.equal(value, reference.reward_model.head.state_dict()[name]), name
-    with pytest.raises(ValueError, match="own TrainingConfig.checkpoint_dir"):
-        a, b = pair("run")
-        b.config.checkpoint_dir = a.config.checkpoint_dir
-        train_two_models(a, b, config, progress=False, resume=True)
+    other = CollaborativeConfig(method="self_review", noise_rate=0.25, ramp_epochs=1, curriculum=curriculum)
+    with pytest.raises(ValueError, match="collaborative.method: checkpoint 'peer_review', this run 'self_review'"):
+        train_two_models(*trainers(base), other, progress=False, checkpoint_dir=tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match="needs a checkpoint_dir"):
+        train_two_models(*trainers(base), config, progress=False, resume=True)
+
+
+def test_a_batch_with_no_selected_pair_does_not_step(base):
+    a, _ = trainers(base)
+    batch = a.make_batch(torch.arange(8))
+    before = [p.detach().clone() for p in a.reward_model.head.parameters()]
+    assert a.train_step(batch, torch.zeros(8, dtype=torch.bool)) is None
+    assert a.global_step == 0 and a.scheduler.last_epoch == 0 and not a.optimizer.state
+    assert all(torch.equal(p, q) for p, q in zip(before, a.reward_model.head.parameters()))
+    assert not np.isnan(a.history.pair_loss[0, :8]).any(), "statistics are still recorded"
+    assert a.train_step(batch, torch.ones(8, dtype=torch.bool)) is not None and a.global_step == 1
