@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--methods", nargs="+", help="methods to run (default: all)")
     sweep.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.2, 0.4], help="noise rates (default 0 0.2 0.4)")
     sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
-    sweep.add_argument("--device", default="cpu", help="cpu or cuda")
+    sweep.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     sweep.add_argument("--output", help="folder for crm_reproduction.csv/.md/.png (default: results/)")
     sweep.add_argument("--cache", help="feature cache folder (default: build/cache)")
     sweep.set_defaults(func=_cmd_sweep)

@@ -24,18 +24,22 @@ import pandas as pd
 
 from ..progress import tqdm
 from ..reproduction import METHODS, SECTIONS, check_methods, profile_config, run_cell, summarize
+from ..runtime import resolve_device
 from .notebook_io import write_bytes_atomic, write_text_atomic
 
 CSV_NAME = "crm_reproduction.csv"
 KEY = ["method", "noise_rate", "seed"]
 
 
-def device_description(device: str) -> str:
+def device_description(device) -> str:
     """Where the sweep ran, in words (GPU name, or the CPU and its thread count)."""
     import torch
 
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
@@ -148,6 +152,7 @@ def run_sweep(output_dir, profile: str = "standard", methods=None, noise_rates=(
     from ..world import mini_reward_bench
 
     methods = check_methods(methods or METHODS)
+    device = str(resolve_device(device))  # "auto" becomes the device it picks; a bad name fails here
     for rate in noise_rates:
         if not 0.0 <= rate < 0.5:
             raise ValueError(f"noise rates must be in [0, 0.5), got {rate}")
