@@ -1,4 +1,4 @@
-"""Robust Bradley-Terry losses: closed forms, unbiasedness under flips, TRL's formula."""
+"""Robust Bradley-Terry losses: closed forms, unbiasedness under flips, TRL's code on the same inputs, the floor."""
 
 import math
 
@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.losses import bradley_terry_loss, conservative_bradley_terry_loss, unbiased_bradley_terry_loss
+from trl_reference import trl_dpo_loss
 
 
 def test_conservative_loss_mixes_both_directions():
@@ -46,14 +47,59 @@ def test_unbiased_loss_monte_carlo_over_random_flips():
     assert torch.allclose(estimate, clean, atol=0.25)  # and pair by pair, up to Monte Carlo error
 
 
-def test_unbiased_loss_matches_trl_robust_dpo_formula():
-    # TRL DPOTrainer, loss_type="robust" (trl/trainer/dpo_trainer.py), with beta = 1 and
-    # delta_score = chosen - rejected, is:
-    #   (-(1 - ls) * logsigmoid(delta) - (-ls * logsigmoid(-delta))) / (1 - 2 * ls)
-    chosen, rejected, ls = torch.tensor([1.3, -0.2, 4.0]), torch.tensor([0.1, 0.9, -3.0]), 0.15
-    delta = chosen - rejected
-    trl = (-(1 - ls) * F.logsigmoid(delta) - (-ls * F.logsigmoid(-delta))) / (1 - 2 * ls)
-    assert torch.allclose(unbiased_bradley_terry_loss(chosen, rejected, ls, reduction="none"), trl)
+def test_losses_match_trl_dpo_trainer_on_the_same_scores():
+    # TRL's DPOTrainer code runs on scores given as log-ratios (beta = 1): its "sigmoid" loss is
+    # the BT loss, its "robust" loss (rDPO) is the unbiased BT loss without a floor.
+    generator = torch.Generator().manual_seed(0)
+    chosen, rejected = torch.randn(64, generator=generator) * 3, torch.randn(64, generator=generator) * 3
+    torch.testing.assert_close(bradley_terry_loss(chosen, rejected), trl_dpo_loss("sigmoid", chosen, rejected))
+    for rate in (0.0, 0.15, 0.4):
+        torch.testing.assert_close(unbiased_bradley_terry_loss(chosen, rejected, rate),
+                                   trl_dpo_loss("robust", chosen, rejected, label_smoothing=rate))
+    # TRL 1.x dropped cDPO's label smoothing from "sigmoid"; the conservative loss is TRL's sigmoid
+    # loss on the label and on the flipped label, mixed (1 - eps) : eps, pair by pair.
+    eps = 0.2
+    for i in range(4):
+        c, r = chosen[i : i + 1], rejected[i : i + 1]
+        mixed = (1 - eps) * trl_dpo_loss("sigmoid", c, r) + eps * trl_dpo_loss("sigmoid", r, c)
+        torch.testing.assert_close(conservative_bradley_terry_loss(c, r, eps), mixed)
+
+
+def test_floored_unbiased_loss_is_trl_robust_loss_raised_to_zero():
+    chosen = torch.linspace(-4, 4, 33)
+    rejected = torch.zeros_like(chosen)
+    floored = unbiased_bradley_terry_loss(chosen, rejected, 0.3, reduction="none", floor=0.0)
+    for i in range(len(chosen)):
+        trl = trl_dpo_loss("robust", chosen[i : i + 1], rejected[i : i + 1], label_smoothing=0.3)
+        torch.testing.assert_close(floored[i], trl.clamp_min(0.0))
+    assert (floored == 0).any() and (floored > 0).any()
+
+
+def test_floor_keeps_unbiasedness_for_small_true_margins():
+    eps = 0.4
+    d_true = torch.linspace(-0.25, 0.25, 11, dtype=torch.float64)  # |d| below where the loss crosses 0 (about 0.3)
+    zeros = torch.zeros_like(d_true)
+    expectation = (1 - eps) * unbiased_bradley_terry_loss(d_true, zeros, eps, reduction="none", floor=0.0) + \
+        eps * unbiased_bradley_terry_loss(-d_true, zeros, eps, reduction="none", floor=0.0)
+    assert torch.allclose(expectation, -F.logsigmoid(d_true), atol=1e-12)
+
+
+@pytest.mark.parametrize(("floor", "bounded"), [(None, False), (0.0, True)])
+def test_margins_on_pure_noise_stay_finite_only_with_the_floor(floor, bounded):
+    """The most flexible model (one free margin per pair) fitted to labels that are pure noise."""
+    generator = torch.Generator().manual_seed(0)
+    margins = (0.1 * torch.randn(200, generator=generator)).requires_grad_()
+    optimizer = torch.optim.Adam([margins], lr=0.05)
+    for _ in range(600):
+        loss = unbiased_bradley_terry_loss(margins, torch.zeros(200), 0.4, floor=floor)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    largest = margins.detach().abs().max().item()
+    if bounded:
+        assert math.isfinite(largest) and largest < 1.0  # stops near where the loss reaches 0 (d ~ 0.3)
+    else:
+        assert largest > 20.0  # the plain unbiased loss keeps pushing every margin up
 
 
 def test_rate_errors_are_named():

@@ -236,3 +236,14 @@ def test_robust_loss_changes_training_and_bad_settings_are_named(tiny_backbone):
         TrainingConfig(loss="focal")
     with pytest.raises(ValueError, match="apply to loss='bradley_terry' only"):
         TrainingConfig(loss="unbiased", center_rewards_coefficient=0.01)
+
+
+def test_unbiased_loss_keeps_margins_bounded_on_pure_noise(tiny_backbone):
+    """Labels that are coin flips: the trainer's unbiased loss is floored, so no margin runs away."""
+    rng = np.random.default_rng(0)
+    noise = [dict(p, chosen=p["rejected"], rejected=p["chosen"]) if rng.random() < 0.5 else p for p in toy_pairs()]
+    trainer = make_trainer(tiny_backbone, data=noise, model_kwargs={"mode": "frozen", "head_hidden_size": 16},
+                           loss="unbiased", assumed_flip_rate=0.4, epochs=20, lr=3e-2)
+    history = trainer.fit()
+    assert np.isfinite(history.pair_margin).all()
+    assert np.abs(history.pair_margin[-1]).max() < 2.0
