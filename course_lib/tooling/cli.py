@@ -83,7 +83,7 @@ def _cmd_check(args) -> int:
 
 def _cmd_grade(args) -> int:
     from .execute import available_kernel
-    from .grading import format_grade_table, grade_submission, write_grade_reports
+    from .grading import format_grade_table, grade_submissions, write_grade_reports
     from .notebook_io import repo_root
 
     paths = []
@@ -94,14 +94,9 @@ def _cmd_grade(args) -> int:
         print("error: no submitted notebooks found", file=sys.stderr)
         return 2
     solutions = Path(args.solutions) if args.solutions else repo_root() / "solutions"
-    kernel = available_kernel()
-    grades = []
-    for path in paths:
-        print(f"grading {path} ...", flush=True)
-        grades.append(
-            grade_submission(path, solutions, assignment=args.assignment, kernel_name=kernel,
-                             timeout=args.timeout, cell_timeout=args.cell_timeout)
-        )
+    grades = grade_submissions(paths, solutions, assignment=args.assignment, kernel_name=available_kernel(),
+                               timeout=args.timeout, cell_timeout=args.cell_timeout,
+                               on_start=lambda path: print(f"grading {path} ...", flush=True))
     json_path, csv_path = write_grade_reports(grades, args.output)
     print(format_grade_table(grades))
     print(f"scores written to {json_path} and {csv_path}")

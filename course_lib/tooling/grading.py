@@ -1,30 +1,43 @@
 """Grade submitted exercise notebooks.
 
-Each submission runs in a fresh kernel, one cell at a time, in a scratch folder.
-Before running, every graded test cell is replaced by the solution's version
-(hidden tests included), so editing a test does not help and a deleted test
-cell scores zero. A cell's points are earned when it runs without an error. A
-learner's exception, infinite loop (interrupted after ``cell_timeout`` seconds),
-dead kernel or unreadable file costs points; it never stops the grader, and the
-whole notebook never runs longer than ``timeout`` seconds.
+A submission is graded in two phases, so that nothing its cells do can fake a pass:
+
+1. The learner's code cells run in their own kernel, one at a time, in a scratch folder;
+   graded test cells are skipped. Where a graded cell sits, the grader saves the
+   learner's variables to a snapshot file (``grade_harness.save_namespace``).
+2. Each graded cell, in the solution's version (hidden tests included), runs in a fresh
+   process forked from a test server that imported the libraries and ran the solution's
+   setup before any submission ran (``grade_harness``). The process gets the learner's
+   variables from the snapshot, with the solution's setup cells, imports, parameters and
+   given helpers bound over them. The cell's points are earned when that process
+   reports that the test ran to its end; no output is ever scanned.
+
+Editing a test does not help and a deleted test cell scores zero. An exception, an
+infinite loop (stopped after ``cell_timeout`` seconds; a kernel that ignores the interrupt
+is restarted and the earlier cells replayed), a dead kernel or an unreadable file costs
+points but never stops the grader, and a notebook never runs longer than ``timeout``
+seconds. The README's "Instructor workflow" section states what this defends and what not.
 """
 
 from __future__ import annotations
 
-import copy
+import ast
 import csv
 import io
 import json
+import queue
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nbclient import NotebookClient
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from jupyter_client.manager import KernelManager
 
-from .exercises import METADATA_KEY, graded_cells
+from .exercises import BEGIN_SOLUTION, METADATA_KEY, GradedCell, graded_cells
+from .grade_harness import IsolatedTestRunner
 from .notebook_io import read_notebook, write_text_atomic
+
+INTERRUPT_GRACE = 5.0  # seconds an interrupted cell gets to stop before the kernel is restarted
 
 
 @dataclass
@@ -65,71 +78,286 @@ def _assignment_of(submission, path: Path, assignment: str | None) -> str:
     return name
 
 
-def _error_message(cell) -> str:
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip()[:300]
-    return ""
+def _grade_id(cell) -> str | None:
+    return cell.get("metadata", {}).get(METADATA_KEY, {}).get("grade_id")
 
 
-def _was_interrupted(cell) -> bool:
-    """Whether the cell was stopped by the grader's time limit (an interrupt shows as KeyboardInterrupt)."""
-    return any(
-        output.get("output_type") == "error" and output.get("ename") in ("CellTimeoutError", "KeyboardInterrupt")
-        for output in cell.get("outputs", [])
-    )
+def _plain_python(source: str) -> str | None:
+    """The cell's source without IPython magics and shell lines, or None if it is not Python."""
+    for candidate in (source, "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))):
+        try:
+            ast.parse(candidate)
+            return candidate
+        except SyntaxError:
+            continue
+    return None
 
 
-def _prepare(submission, solution_cells) -> tuple[object, dict[str, int]]:
-    """The notebook to run and where each graded cell sits in it."""
-    notebook = copy.deepcopy(submission)
-    by_id = {c.grade_id: c for c in solution_cells}
-    positions: dict[str, int] = {}
-    for index, cell in enumerate(notebook.cells):
-        if cell.cell_type == "code":
-            cell.outputs = []
-        grade_id = cell.get("metadata", {}).get(METADATA_KEY, {}).get("grade_id")
-        if grade_id in by_id and grade_id not in positions and cell.cell_type == "code":
-            cell.source = by_id[grade_id].source
-            positions[grade_id] = index
-    return notebook, positions
+def trusted_preamble(solution) -> list[tuple[str, str]]:
+    """What the graded cells may rely on, taken from the solution rather than the submission:
+    every code cell before the first exercise (parameters, imports, seeds) and, after it, the
+    imports, functions and classes of the cells that hold no exercise (given helpers)."""
+    exercise = {i for i, c in enumerate(solution.cells)
+                if c.cell_type == "code" and (BEGIN_SOLUTION in c.source or _grade_id(c))}
+    first_exercise = min(exercise, default=len(solution.cells))
+    kept_statements = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    preamble = []
+    for index, cell in enumerate(solution.cells):
+        source = _plain_python(cell.source) if cell.cell_type == "code" and index not in exercise else None
+        if source is None:
+            continue
+        if index > first_exercise:
+            kept = [node for node in ast.parse(source).body if isinstance(node, kept_statements)]
+            if not kept:
+                continue
+            source = ast.unparse(ast.Module(body=kept, type_ignores=[]))
+        preamble.append((f"<solution cell {index}>", source))
+    return preamble
 
 
-def _run_cells(notebook, kernel_name: str, timeout: float, cell_timeout: float, workdir: Path) -> dict[int, str]:
-    """Run code cells in order; return the status of each index that did not pass."""
-    statuses: dict[int, str] = {}
-    deadline = time.monotonic() + timeout
-    client = NotebookClient(
-        notebook,
-        kernel_name=kernel_name,
-        timeout=cell_timeout,
-        allow_errors=True,
-        interrupt_on_timeout=True,
-        error_on_timeout={"ename": "CellTimeoutError", "evalue": f"cell ran longer than {cell_timeout:g} s"},
-        resources={"metadata": {"path": str(workdir)}},
-    )
-    code_cells = [(i, c) for i, c in enumerate(notebook.cells) if c.cell_type == "code"]
-    with client.setup_kernel():
-        for position, (index, cell) in enumerate(code_cells):
+def _graded_positions(submission, solution_cells: list[GradedCell]) -> dict[int, str]:
+    """Index in the submission -> grade_id, for the first code cell carrying each graded id."""
+    wanted = {c.grade_id for c in solution_cells}
+    positions: dict[int, str] = {}
+    for index, cell in enumerate(submission.cells):
+        grade_id = _grade_id(cell)
+        if cell.cell_type == "code" and grade_id in wanted and grade_id not in positions.values():
+            positions[index] = grade_id
+    return positions
+
+
+def _cell_label(index: int, source: str) -> str:
+    first_line = next((line.strip() for line in source.splitlines() if line.strip()), "")
+    return f"cell {index} (`{first_line[:40]}`)"
+
+
+class _LearnerKernel:
+    """The submission's own kernel (phase 1): runs its cells, never the tests.
+
+    Outcomes come from the kernel's execute reply, not from its outputs."""
+
+    def __init__(self, kernel_name: str, workdir: Path):
+        self.manager = KernelManager(kernel_name=kernel_name)
+        self.manager.start_kernel(cwd=str(workdir))
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def _reply(self, msg_id: str, timeout: float) -> tuple[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.client.iopub_channel.msg_ready():  # outputs are not needed; keep the queue short
+                self.client.iopub_channel.get_msg()
             remaining = deadline - time.monotonic()
-            if remaining <= 1:
-                for later, _ in code_cells[position:]:
-                    statuses[later] = "not run"
-                break
-            client.timeout = int(max(1, min(cell_timeout, remaining)))
+            if remaining <= 0:
+                return "timeout", ""
             try:
-                client.execute_cell(cell, index)
-            except (CellTimeoutError, TimeoutError):
-                statuses[index] = "timeout"
-            except DeadKernelError:
-                statuses[index] = "failed"
-                cell.outputs = [{"output_type": "error", "ename": "DeadKernelError", "evalue": "the kernel died", "traceback": []}]
-                for later, _ in code_cells[position + 1 :]:
-                    statuses[later] = "not run"
-                break
-            if index not in statuses and _error_message(cell):
-                statuses[index] = "timeout" if _was_interrupted(cell) else "failed"
-    return statuses
+                reply = self.client.get_shell_msg(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                if not self.manager.is_alive():
+                    return "dead", "the kernel died"
+                continue
+            if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            content = reply.get("content", {})
+            if content.get("status") == "ok":
+                return "ok", ""
+            return "error", f"{content.get('ename', 'Error')}: {content.get('evalue', '')}".strip()[:300]
+
+    def run(self, code: str, timeout: float) -> tuple[str, str]:
+        """``(status, message)``; status is ok, error, dead, timeout (interrupted, state kept)
+        or restarted (the interrupt did not stop it: a fresh kernel, the state is gone)."""
+        msg_id = self.client.execute(code, allow_stdin=False, stop_on_error=False)
+        status, message = self._reply(msg_id, timeout)
+        if status != "timeout":
+            return status, message
+        self.manager.interrupt_kernel()
+        if self._reply(msg_id, INTERRUPT_GRACE)[0] in ("ok", "error"):
+            return "timeout", ""
+        self.manager.restart_kernel(now=True)
+        self.client.wait_for_ready(timeout=60)
+        return "restarted", ""
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+def _snapshot_code(path: Path) -> str:
+    return ("__import__('course_lib.tooling.grade_harness', fromlist=['save_namespace'])"
+            f".save_namespace(globals(), {str(path)!r})")
+
+
+def _run_learner_cells(kernel: _LearnerKernel, submission, positions: dict[int, str], snapshots: Path,
+                       deadline: float, cell_timeout: float) -> dict[str, tuple[str, str]]:
+    """Phase 1. For each graded cell: ``("snapshot", path)``, or ``(status, message)`` saying why there is none."""
+    outcomes: dict[str, tuple[str, str]] = {}
+    history: list[str] = []  # the learner cells that ran, replayed after a restart
+    stopped = ""  # why the rest of the notebook did not run
+    for index, cell in enumerate(submission.cells):
+        if cell.cell_type != "code":
+            continue
+        grade_id = positions.get(index)
+        remaining = deadline - time.monotonic()
+        if not stopped and remaining <= 1:
+            stopped = "the notebook reached its time limit before this test"
+        if stopped:
+            if grade_id:
+                outcomes[grade_id] = ("not run", stopped)
+            continue
+        limit = min(cell_timeout, remaining)
+        path = snapshots / f"{grade_id}.pkl"
+        status, message = kernel.run(_snapshot_code(path) if grade_id else cell.source, limit)
+        if grade_id:
+            saved = status == "ok" and path.is_file()
+            outcomes[grade_id] = ("snapshot", str(path)) if saved else \
+                ("failed", f"could not save your variables for the test: {message or status}")
+        elif status in ("ok", "error"):
+            history.append(cell.source)
+        if status == "dead":
+            stopped = f"the kernel died at {_cell_label(index, cell.source)}, so this test never ran"
+        elif status == "restarted":
+            for source in history:
+                replayed, _ = kernel.run(source, min(cell_timeout, max(1.0, deadline - time.monotonic())))
+                if replayed not in ("ok", "error"):
+                    stopped = f"{_cell_label(index, cell.source)} would not stop and the notebook could not be replayed"
+                    break
+    return outcomes
+
+
+class _TestServers:
+    """One test server per assignment, shared by its submissions."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.servers: dict[str, IsolatedTestRunner] = {}
+
+    def get(self, assignment: str, solution) -> IsolatedTestRunner:
+        server = self.servers.get(assignment)
+        if server is not None and not server.alive():
+            server.close()
+            server = None
+        if server is None:
+            server = IsolatedTestRunner(trusted_preamble(solution), self.workdir / f"{assignment}-{len(self.servers)}")
+            self.servers[assignment] = server
+        return server
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.close()
+
+
+def _read_solution(solutions_dir: Path, assignment: str):
+    solution_path = Path(solutions_dir) / f"{assignment}.ipynb"
+    solution = read_notebook(solution_path)
+    return solution, graded_cells(solution, str(solution_path))
+
+
+def _grade_one(path: Path, solutions_dir: Path, assignment: str | None, kernel_name: str, timeout: float,
+               cell_timeout: float, servers: _TestServers, scratch: Path) -> NotebookGrade:
+    started = time.monotonic()
+    deadline = started + timeout
+    grade = NotebookGrade(submission=path.name, assignment=assignment or "?")
+    try:
+        submission = read_notebook(path)
+        grade.assignment = _assignment_of(submission, path, assignment)
+    except (ValueError, FileNotFoundError) as error:
+        grade.error = str(error)
+        if assignment:  # still out of the assignment's real maximum
+            try:
+                _, solution_cells = _read_solution(solutions_dir, assignment)
+            except (ValueError, FileNotFoundError) as solution_error:
+                grade.error += f"; {solution_error}"
+            else:
+                grade.questions = [QuestionScore(c.grade_id, 0.0, c.points, "not run", "the submission could not be read")
+                                   for c in solution_cells]
+        return grade
+    solution, solution_cells = _read_solution(solutions_dir, grade.assignment)
+    server = servers.get(grade.assignment, solution)
+    positions = _graded_positions(submission, solution_cells)
+    workdir, snapshots = scratch / "work", scratch / "snapshots"
+    workdir.mkdir()
+    snapshots.mkdir()
+    try:
+        kernel = _LearnerKernel(kernel_name, workdir)
+    except Exception as error:
+        grade.error = f"could not start the kernel: {type(error).__name__}: {error}"
+        outcomes = {grade_id: ("not run", "the kernel did not start") for grade_id in positions.values()}
+    else:
+        try:
+            outcomes = _run_learner_cells(kernel, submission, positions, snapshots, deadline, cell_timeout)
+        finally:
+            kernel.shutdown()
+    problems = server.wait_ready()
+    if problems:
+        grade.error = "the solution's setup failed in the test process: " + "; ".join(problems)
+    present = set(positions.values())
+    for graded in solution_cells:
+        if graded.grade_id not in present:
+            grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, "missing", "graded cell was deleted"))
+            continue
+        kind, detail = outcomes.get(graded.grade_id, ("not run", "the notebook stopped before this test"))
+        remaining = deadline - time.monotonic()
+        if kind == "snapshot" and remaining <= 1:
+            kind, detail = "not run", "the notebook reached its time limit before this test"
+        if kind != "snapshot":
+            grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, kind, detail))
+            continue
+        try:
+            reply = server.run(snapshot=detail, source=graded.source, grade_id=graded.grade_id, cwd=workdir,
+                               timeout=min(cell_timeout, remaining))
+        except RuntimeError as error:
+            grade.error = f"the test process failed: {error}"
+            grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, "not run", str(error)))
+            continue
+        status = {"passed": "passed", "timeout": "timeout"}.get(reply.get("status"), "failed")
+        message = f"stopped after the {cell_timeout:g} s cell time limit" if status == "timeout" else str(reply.get("message", ""))
+        message = "; ".join(part for part in [message, *reply.get("notes", [])] if part)
+        points = graded.points if status == "passed" else 0.0
+        grade.questions.append(QuestionScore(graded.grade_id, points, graded.points, status, message))
+    grade.seconds = round(time.monotonic() - started, 1)
+    return grade
+
+
+def grade_submissions(
+    paths: list[str | Path],
+    solutions_dir: str | Path,
+    *,
+    assignment: str | None = None,
+    kernel_name: str = "python3",
+    timeout: float = 300,
+    cell_timeout: float = 60,
+    on_start=None,
+) -> list[NotebookGrade]:
+    """Grade notebooks against ``solutions_dir/<assignment>.ipynb``; ``on_start(path)`` is
+    called before each. A submission's failure is recorded in its grade, never raised."""
+    grades = []
+    with tempfile.TemporaryDirectory(prefix="grading-") as root:
+        servers = _TestServers(Path(root) / "servers")
+        try:
+            if assignment:  # start the test server before any submitted code runs
+                try:
+                    servers.get(assignment, _read_solution(Path(solutions_dir), assignment)[0])
+                except (ValueError, FileNotFoundError):
+                    pass  # reported with each submission
+            for number, path in enumerate(paths):
+                path = Path(path)
+                if on_start:
+                    on_start(path)
+                scratch = Path(root) / f"submission-{number}"
+                scratch.mkdir()
+                started = time.monotonic()
+                try:
+                    grade = _grade_one(path, Path(solutions_dir), assignment, kernel_name, timeout, cell_timeout,
+                                       servers, scratch)
+                except Exception as error:
+                    grade = NotebookGrade(submission=path.name, assignment=assignment or "?",
+                                          error=f"could not grade it: {type(error).__name__}: {error}")
+                    grade.seconds = round(time.monotonic() - started, 1)
+                grades.append(grade)
+        finally:
+            servers.close()
+    return grades
 
 
 def grade_submission(
@@ -142,37 +370,8 @@ def grade_submission(
     cell_timeout: float = 60,
 ) -> NotebookGrade:
     """Grade one submitted notebook against ``solutions_dir/<assignment>.ipynb``."""
-    path = Path(path)
-    started = time.monotonic()
-    grade = NotebookGrade(submission=path.name, assignment=assignment or "?")
-    try:
-        submission = read_notebook(path)
-        grade.assignment = _assignment_of(submission, path, assignment)
-    except (ValueError, FileNotFoundError) as error:
-        grade.error = str(error)
-        return grade
-    solution_path = Path(solutions_dir) / f"{grade.assignment}.ipynb"
-    solution_cells = graded_cells(read_notebook(solution_path), str(solution_path))
-    notebook, positions = _prepare(submission, solution_cells)
-    with tempfile.TemporaryDirectory(prefix="grading-") as workdir:
-        try:
-            statuses = _run_cells(notebook, kernel_name, timeout, cell_timeout, Path(workdir))
-        except Exception as error:  # the kernel could not start, or nbclient failed
-            grade.error = f"could not run the notebook: {type(error).__name__}: {error}"
-            statuses = {index: "not run" for index in positions.values()}
-    for graded in solution_cells:
-        index = positions.get(graded.grade_id)
-        if index is None:
-            grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, "missing", "graded cell was deleted"))
-            continue
-        status = statuses.get(index, "passed")
-        message = _error_message(notebook.cells[index]) if status == "failed" else ""
-        if status == "timeout":
-            message = f"stopped after the {cell_timeout:g} s cell time limit"
-        points = graded.points if status == "passed" else 0.0
-        grade.questions.append(QuestionScore(graded.grade_id, points, graded.points, status, message))
-    grade.seconds = round(time.monotonic() - started, 1)
-    return grade
+    return grade_submissions([path], solutions_dir, assignment=assignment, kernel_name=kernel_name,
+                             timeout=timeout, cell_timeout=cell_timeout)[0]
 
 
 def write_grade_reports(grades: list[NotebookGrade], output_dir: str | Path) -> tuple[Path, Path]:
