@@ -3,22 +3,25 @@
 Each module has one job and imports only from modules below it:
 
     results                   notebooks record their key numbers and figures
+    runtime                   device, precision, local random state, processes (DDP), checkpoints
     losses                    preference losses as pure functions (BT, conservative, unbiased)
     bradley_terry             Chapter 01: BT fitting, Elo, arenas, bootstrap
     world/                    Chapter 02: the generated preference world and gold judge
     data                      Chapter 02: one validated loader for preference data
     reward_model              Chapter 02: encoder + scalar head, frozen / LoRA / full
-    training                  Chapter 02: the Bradley-Terry trainer (per-pair stats, resume)
+    pairs                     Chapter 02: preference pairs encoded once, batches, epoch order
+    loop                      Chapter 02: the one training loop (learners, epoch plans, statistics, resume)
+    training                  Chapter 02: the Bradley-Terry trainer, a learner of the loop
     evaluation                Chapter 02: per-category accuracy, MiniRewardBench, RewardBench
     detection                 Chapter 03: noisy-pair detectors and their scores; noise-rate estimate
     selection                 Chapters 04-05: small-loss selection, peer review, curriculum sort
-    collaborative             Chapters 04-05: two reward models trained together (ensemble, CRM)
+    collaborative             Chapters 04-05: two reward models trained together (ensemble, CRM), an epoch plan
     reproduction              Chapter 05: the CRM grid (method x noise x seed), one cell at a time
-    mixtures                  Chapter 06: mixtures of BT heads with a context router (MiCRo-style)
+    mixtures                  Chapter 06: mixtures of BT heads with a context router (MiCRo-style), a learner
     tooling/                  running, checking, exercise generation, grading
 
 Functions name the chapter that introduces them ("Defined in Chapter NN"), so a
 reader can always go from code to explanation.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

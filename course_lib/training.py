@@ -122,7 +122,7 @@ class TrainingConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainingConfig: precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
         try:
-            resolve_device(self.device)
+            self.device = str(resolve_device(self.device))  # "auto" is recorded as the device it picked
         except ValueError as error:
             raise ValueError(f"TrainingConfig: {error}") from None
 
