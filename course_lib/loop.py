@@ -12,7 +12,8 @@ trainers lives in two small objects the loop drives:
   plan; ensembles, Co-teaching / CRM peer review, Self-Review and Curriculum Sort
   (:mod:`course_lib.collaborative`) are other plans over two learners.
 
-A step whose batch has no selected pair does not step the optimizer or the scheduler.
+A step whose batch has no selected pair (or whose loss estimate is below the learner's
+floor) does not step the optimizer or the scheduler.
 Per-pair losses, margins and gradient norms are recorded for every pair a learner sees
 (selected or not) in :class:`TrainingHistory`.
 
@@ -106,12 +107,18 @@ class TrainingHistory:
 
 @dataclass
 class StepOutput:
-    """What a learner's ``forward`` returns for a batch: per-pair losses, an optional batch-level
-    term added to the objective (a regularizer), and per-pair statistics to record by name."""
+    """What a learner's ``forward`` returns for a batch.
+
+    ``losses``: per-pair losses; ``extra``: a batch-level term added to the objective
+    (a regularizer); ``stats``: per-pair statistics to record by name; ``floor``: a
+    lower bound of the batch's mean loss (an estimate below it is overfitting, and the
+    step is skipped: the non-negative risk correction of Kiryo et al. 2017).
+    """
 
     losses: torch.Tensor
     extra: torch.Tensor | None = None
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    floor: float | None = None
 
 
 class Learner:
@@ -186,8 +193,9 @@ class Learner:
         process's batch; the objective is ``sum(w * loss) / sum(w)`` over the global
         batch (plus the trainer's ``extra`` term). ``total_weight``: ``sum(w)`` over
         every process, when the caller knows it (saves a collective call). A batch
-        whose total weight is zero records its statistics but does not step the
-        optimizer or the scheduler, and returns ``None``.
+        whose total weight is zero, or whose mean loss is below the learner's
+        ``floor``, records its statistics but does not step the optimizer or the
+        scheduler, and returns ``None``.
         """
         with single_threaded(self.single_threaded), self.random_state:
             self.model.train()
@@ -209,6 +217,9 @@ class Learner:
                 weighted = losses.sum() if weights is None else (losses * weights).sum()
                 loss = weighted / total_weight * ranks  # DDP averages gradients over processes
             mean_loss = loss.detach() if ranks == 1 else all_reduce_sum(loss.detach()) / ranks
+            if output.floor is not None and float(mean_loss) < output.floor:
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
             if output.extra is not None:
                 loss = loss + output.extra
             self.scaler.scale(loss).backward()

@@ -43,12 +43,14 @@ from .runtime import PRECISIONS, resolve_device, single_threaded
 __all__ = ["LOSSES", "BradleyTerryTrainer", "PairBatch", "TrainingConfig", "TrainingHistory", "head_gradient_norms"]
 
 # Pair losses a trainer can use; the robust ones take the assumed flip rate (Chapter 04).
-# The unbiased loss is floored at 0 (see unbiased_bradley_terry_loss): unbounded, it drives margins to infinity.
 LOSSES = {
     "bradley_terry": bradley_terry_loss,
     "conservative": conservative_bradley_terry_loss,
-    "unbiased": partial(unbiased_bradley_terry_loss, floor=0.0),
+    "unbiased": unbiased_bradley_terry_loss,
 }
+# Lower bounds of a batch's mean loss: unbounded, the unbiased loss drives margins to infinity
+# (the non-negative risk correction, see unbiased_bradley_terry_loss).
+BATCH_FLOORS = {"unbiased": 0.0}
 # Fields that change how a run is watched or stored, not what it computes: a resumed run may change them.
 BOOKKEEPING = ("progress", "log_every", "checkpoint_dir", "checkpoint_every", "feature_cache_dir", "eval_batch_size")
 
@@ -64,7 +66,8 @@ class TrainingConfig:
     - ``center_rewards_coefficient``: weight of the ``(r_c + r_r)^2`` term, or ``None``.
     - ``loss``: ``"bradley_terry"`` (default), or a noise-robust variant from
       :mod:`course_lib.losses`: ``"conservative"`` (label smoothing) or ``"unbiased"``
-      (rDPO-style, floored at 0), both with ``assumed_flip_rate``. Per-pair gradient
+      (rDPO-style; a batch whose mean loss is below 0 does not step), both with
+      ``assumed_flip_rate``. Per-pair gradient
       norms are recorded for the BT loss only (NaN otherwise).
     - ``group_by_length``: the default epoch order batches pairs of similar token
       length together (less padding; ignored in frozen mode and with ``order_fn``).
@@ -237,7 +240,7 @@ class BradleyTerryTrainer(Learner):
             chosen_features, rejected_features = features.detach().float().chunk(2)
             stats["grad_norm"] = head_gradient_norms(self.model.head, chosen_features, rejected_features, batch.margin,
                                                      self.config.center_rewards_coefficient)
-        return StepOutput(losses, None, stats)
+        return StepOutput(losses, None, stats, BATCH_FLOORS.get(self.config.loss))
 
     @torch.no_grad()
     def pair_margins(self, batch: PairBatch) -> torch.Tensor:
