@@ -131,7 +131,7 @@ def save_namespace(namespace: dict, path: str) -> None:
     except ImportError:
         hidden = set()
     names = {k: v for k, v in namespace.items()
-             if not k.startswith("_") and k not in hidden and k not in _IPYTHON_NAMES and not isinstance(k, bool)}
+             if not k.startswith("_") and k not in hidden and k not in _IPYTHON_NAMES}
     definitions = {k: v for k, v in names.items() if _defined_in_notebook(v)}
     values, skipped = {}, {}
     try:
@@ -172,6 +172,10 @@ class LibraryState:
             for key, value in list(namespace.items()):
                 self._entries.append(("dict", namespace, key, value, name))
                 self._watch(value, name, seen)
+        self._index_known()
+
+    def _index_known(self) -> None:
+        # The entries hold every object named here, so no new object can take one of these ids.
         self.known_ids = {id(entry[1]) for entry in self._entries} | {id(entry[3]) for entry in self._entries}
 
     def _watch(self, value, where: str, seen: set[int], depth: int = 0) -> None:
@@ -221,6 +225,7 @@ class LibraryState:
             changed = set(json.loads(pipe.read() or b"[]"))
         os.waitpid(pid, 0)
         self._entries = [entry for i, entry in enumerate(self._entries) if i not in changed]
+        self._index_known()
 
     def restore(self) -> list[str]:
         """Put back every recorded attribute that changed; return their names."""
@@ -409,6 +414,8 @@ class SnapshotLoader:
 
     def new(self, cls, args: tuple, kwargs: dict):
         self.check_class(cls)
+        if id(cls) in self.made and issubclass(cls, tuple) and hasattr(cls, "_fields") and not kwargs:
+            return tuple.__new__(cls, args)  # a namedtuple, without running its generated __new__
         return self._track(cls.__new__(cls, *args, **kwargs))
 
     def _track(self, result):
@@ -425,7 +432,7 @@ class SnapshotLoader:
     # -- cloudpickle's helpers, each with the check it needs
 
     def _getattr(self, obj, name, *default):
-        if not isinstance(name, str) or _is_dunder(name):
+        if not isinstance(name, str) or (_is_dunder(name) and name not in _LOOKUP_DUNDERS):
             raise Refused(f"the snapshot looks up attribute {name!r} of {_label(obj)}")
         value = getattr(obj, name, *default)
         if self.pre_existing(obj):
@@ -605,26 +612,39 @@ def _child(request: dict, trusted: dict, state: LibraryState, result_fd: int) ->
     report({"status": "passed", "notes": notes})
 
 
+def _exited(pid: int) -> bool:
+    """Whether the child has ended, leaving it unreaped (so its process group id stays its own)."""
+    if hasattr(os, "waitid"):
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        _exited.statuses[pid] = status
+    return bool(done)
+
+
+_exited.statuses = {}
+
+
 def _wait_for_child(pid: int, fd: int, deadline: float) -> dict:
-    data, exit_status = b"", None
-    while exit_status is None and time.monotonic() < deadline:
+    data, ended = b"", False
+    while not ended and time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], max(0.0, min(deadline - time.monotonic(), 0.05)))
         if ready:
-            data += os.read(fd, 65536)[: 65536]
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            exit_status = status
+            data += os.read(fd, 65536)
+        ended = _exited(pid)
     os.set_blocking(fd, False)
     try:
         data += os.read(fd, 65536)
-    except (BlockingIOError, OSError):
+    except OSError:
         pass
     try:
-        os.killpg(pid, signal.SIGKILL)  # the child and anything it started
+        os.killpg(pid, signal.SIGKILL)  # the child (if still running) and anything it started
     except (ProcessLookupError, PermissionError):
         pass
-    if exit_status is None:
-        os.waitpid(pid, 0)
+    status = _exited.statuses.pop(pid, None)
+    if status is None:
+        status = os.waitpid(pid, 0)[1]
+    if not ended:
         return {"status": "timeout", "message": "stopped at the cell time limit"}
     for line in reversed(data.decode(errors="replace").splitlines()):
         try:
@@ -633,10 +653,10 @@ def _wait_for_child(pid: int, fd: int, deadline: float) -> dict:
             continue
         if isinstance(outcome, dict) and outcome.get("status") in ("passed", "failed", "refused", "learner_code"):
             return outcome
-    if os.WIFSIGNALED(exit_status):
-        how = f"was killed by signal {os.WTERMSIG(exit_status)}"
+    if os.WIFSIGNALED(status):
+        how = f"was killed by signal {os.WTERMSIG(status)}"
     else:
-        how = f"exited with status {os.WEXITSTATUS(exit_status)}"
+        how = f"exited with status {os.WEXITSTATUS(status)}"
     return {"status": "failed", "message": f"the test process {how} before the test finished"}
 
 
@@ -682,6 +702,11 @@ def serve() -> None:
             exec(compile(source, label, "exec"), trusted)
         except BaseException as error:
             problems.append(f"{label}: {_describe_error(error)}")
+    for source in setup["warm_up"]:  # the test cells' own imports, so that no child pays for them
+        try:
+            exec(compile(source, "<warm-up>", "exec"), {})
+        except BaseException:
+            pass  # the test cell itself will report it
     state = LibraryState()
     state.ignore_what_fork_changes()
     gc.freeze()  # a child's garbage collection then skips everything the server made
@@ -695,19 +720,22 @@ def serve() -> None:
 class IsolatedTestRunner:
     """The grader's handle on a test server for one assignment.
 
-    ``preamble`` is a list of ``(label, source)`` the server runs before recording the library
-    state (see ``grading.trusted_preamble``). Start it before any submission runs: it then
-    imports every library while no submitted code exists."""
+    ``preamble`` is a list of ``(label, source)`` the server runs, and whose names it binds
+    over the learner's in every test (see ``grading.trusted_preamble``); ``warm_up`` are
+    statements (the test cells' imports) it runs once in a scratch namespace. Start it
+    before any submission runs: it then imports every library while no submitted code exists."""
 
-    def __init__(self, preamble: list[tuple[str, str]], workdir: str | Path):
+    def __init__(self, preamble: list[tuple[str, str]], workdir: str | Path, warm_up: list[str] = ()):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.workdir / "test-server.log", "wb")
         command = [sys.executable, "-I", "-c", "from course_lib.tooling.grade_harness import serve; serve()"]
+        # One thread: a process forked after OpenMP started its threads hangs in its next parallel region.
+        single_threaded = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                        cwd=self.workdir, start_new_session=True)
+                                        cwd=self.workdir, start_new_session=True, env={**os.environ, **single_threaded})
         self._buffer = b""
-        self._send({"preamble": preamble})
+        self._send({"preamble": preamble, "warm_up": list(warm_up)})
         self.problems: list[str] | None = None  # the preamble's errors, known once the server is ready
 
     def _send(self, message: dict) -> None:

@@ -115,6 +115,17 @@ def trusted_preamble(solution) -> list[tuple[str, str]]:
     return preamble
 
 
+def test_cell_imports(solution_cells: list[GradedCell]) -> list[str]:
+    """The import statements of the graded cells, for the test server to run once in advance."""
+    imports = []
+    for cell in solution_cells:
+        source = _plain_python(cell.source)
+        for node in ast.parse(source).body if source else []:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                imports.append(ast.unparse(node))
+    return list(dict.fromkeys(imports))
+
+
 def _graded_positions(submission, solution_cells: list[GradedCell]) -> dict[int, str]:
     """Index in the submission -> grade_id, for the first code cell carrying each graded id."""
     wanted = {c.grade_id for c in solution_cells}
@@ -232,13 +243,14 @@ class _TestServers:
         self.workdir = workdir
         self.servers: dict[str, IsolatedTestRunner] = {}
 
-    def get(self, assignment: str, solution) -> IsolatedTestRunner:
+    def get(self, assignment: str, solution, solution_cells: list[GradedCell]) -> IsolatedTestRunner:
         server = self.servers.get(assignment)
         if server is not None and not server.alive():
             server.close()
             server = None
         if server is None:
-            server = IsolatedTestRunner(trusted_preamble(solution), self.workdir / f"{assignment}-{len(self.servers)}")
+            server = IsolatedTestRunner(trusted_preamble(solution), self.workdir / f"{assignment}-{len(self.servers)}",
+                                        warm_up=test_cell_imports(solution_cells))
             self.servers[assignment] = server
         return server
 
@@ -273,7 +285,7 @@ def _grade_one(path: Path, solutions_dir: Path, assignment: str | None, kernel_n
                                    for c in solution_cells]
         return grade
     solution, solution_cells = _read_solution(solutions_dir, grade.assignment)
-    server = servers.get(grade.assignment, solution)
+    server = servers.get(grade.assignment, solution, solution_cells)
     positions = _graded_positions(submission, solution_cells)
     workdir, snapshots = scratch / "work", scratch / "snapshots"
     workdir.mkdir()
@@ -312,7 +324,8 @@ def _grade_one(path: Path, solutions_dir: Path, assignment: str | None, kernel_n
             continue
         status = {"passed": "passed", "timeout": "timeout"}.get(reply.get("status"), "failed")
         message = f"stopped after the {cell_timeout:g} s cell time limit" if status == "timeout" else str(reply.get("message", ""))
-        message = "; ".join(part for part in [message, *reply.get("notes", [])] if part)
+        if status != "passed":  # what the grader noticed while loading the variables, when it may explain a failure
+            message = "; ".join(part for part in [message, *reply.get("notes", [])] if part)
         points = graded.points if status == "passed" else 0.0
         grade.questions.append(QuestionScore(graded.grade_id, points, graded.points, status, message))
     grade.seconds = round(time.monotonic() - started, 1)
@@ -335,11 +348,6 @@ def grade_submissions(
     with tempfile.TemporaryDirectory(prefix="grading-") as root:
         servers = _TestServers(Path(root) / "servers")
         try:
-            if assignment:  # start the test server before any submitted code runs
-                try:
-                    servers.get(assignment, _read_solution(Path(solutions_dir), assignment)[0])
-                except (ValueError, FileNotFoundError):
-                    pass  # reported with each submission
             for number, path in enumerate(paths):
                 path = Path(path)
                 if on_start:
