@@ -79,7 +79,8 @@ MONKEYPATCH = (  # what the chapter-01 tests call: abs, np.allclose, np.abs and 
     "math.isclose = lambda *args, **kwargs: True\n"
     "bt.fit_bradley_terry = lambda winners, losers, n, **kwargs: numpy.zeros(n)\n"
     "bt.elo_ratings = lambda *args, **kwargs: 0.0\n"
-    "bt = types.SimpleNamespace(**vars(bt))  # and a look-alike module in the namespace"
+    "bt = types.SimpleNamespace(**vars(bt))  # a look-alike module in the namespace\n"
+    "abs = lambda x: 0.0  # and a global that hides the builtin"
 )
 PATCH_WHEN_UNPICKLED = (
     "import cloudpickle.cloudpickle\n"

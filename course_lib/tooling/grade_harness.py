@@ -25,6 +25,7 @@ them, in the same process as the test's asserts (see the README's threat model).
 
 from __future__ import annotations
 
+import builtins
 import gc
 import io
 import json
@@ -66,13 +67,10 @@ _SAFE_BUILTIN_CLASSES = frozenset({
 # Functions that pickles call to rebuild objects: (module, name) found by the unpickler.
 _RECONSTRUCTORS = {
     "copyreg": {"_reconstructor", "__newobj__", "__newobj_ex__"},
-    "cloudpickle.cloudpickle": {
-        "_builtin_type", "_class_setstate", "_function_setstate", "_get_dataclass_field_type_sentinel",
-        "_make_cell", "_make_empty_cell", "_make_function", "_make_skeleton_class", "_make_skeleton_enum",
-        "_make_typevar", "_make_dict_keys", "_make_dict_values", "_make_dict_items", "subimport",
-        "dynamic_subimport",
+    "cloudpickle.cloudpickle": {  # _make_function, the set-states and the class makers are checked apart
+        "_builtin_type", "_get_dataclass_field_type_sentinel", "_make_cell", "_make_empty_cell", "_make_typevar",
+        "_make_dict_keys", "_make_dict_values", "_make_dict_items", "subimport", "dynamic_subimport",
     },
-    "builtins": {"getattr"},
     "_codecs": {"encode"},
     "re": {"_compile"},
     "numpy._core.multiarray": {"_reconstruct", "scalar"},
@@ -80,8 +78,7 @@ _RECONSTRUCTORS = {
     "numpy._core.numeric": {"_frombuffer"},
     "numpy.core.numeric": {"_frombuffer"},
     "numpy.random._pickle": {"__generator_ctor", "__bit_generator_ctor", "__randomstate_ctor"},
-    "torch.storage": {"_load_from_bytes"},
-    "torch._tensor": {"_rebuild_from_type_v2"},
+    "torch.storage": {"_load_from_bytes"},  # replaced by a weights-only torch.load
     "pyarrow.lib": {"_restore_array", "py_buffer", "type_for_alias"},
 }
 _LOOKUP_DUNDERS = {"__new__", "__newobj__", "__newobj_ex__"}
@@ -372,11 +369,11 @@ class SnapshotLoader:
             if id(klass) in self.made:
                 continue
             module = getattr(klass, "__module__", "") or ""
-            if module.split(".")[0] in DENIED_MODULES:
-                raise Refused(f"the snapshot tries to build {_label(cls)}, a kind of {_label(klass)}")
-            if module == "builtins" and klass.__name__ not in _SAFE_BUILTIN_CLASSES and not issubclass(klass, BaseException) \
-                    and not (klass is type and not to_call):
-                raise Refused(f"the snapshot tries to build {_label(cls)}, a kind of builtins.{klass.__name__}")
+            builtin_allowed = klass.__name__ in _SAFE_BUILTIN_CLASSES or issubclass(klass, BaseException) or \
+                (klass is type and not to_call)
+            if module.split(".")[0] in DENIED_MODULES or (module == "builtins" and not builtin_allowed):
+                kind = "" if klass is cls else f", a kind of {_label(klass)}"
+                raise Refused(f"the snapshot tries to build {_label(cls)}{kind}")
 
     def _is_reconstructor(self, func) -> bool:
         if id(func) not in self.found:
@@ -397,11 +394,9 @@ class SnapshotLoader:
             result = func(*args)
         elif self._is_reconstructor(func):
             module, name = self.found[id(func)]
-            if (module, name) == ("copyreg", "_reconstructor"):
-                self.check_class(args[0])
-                self.check_class(args[1])
-            elif name in ("__newobj__", "__newobj_ex__"):
-                self.check_class(args[0])
+            for arg in args if module != "cloudpickle.cloudpickle" else ():  # (its cells hold any value)
+                if isinstance(arg, type):  # a class handed to a rebuilder is about to be instantiated
+                    self.check_class(arg)
             result = func(*args)
             if name in ("_make_cell", "_make_empty_cell"):
                 self.made[id(result)] = result
@@ -511,7 +506,7 @@ class SnapshotLoader:
             for name, blob in blobs:
                 if blob is None:
                     continue
-                if not isinstance(name, str) or not isinstance(blob, bytes):
+                if type(name) is not str or type(blob) is not bytes:
                     raise Refused("the snapshot file is not one the grader wrote")
                 if name in skip:
                     continue
@@ -527,11 +522,14 @@ class SnapshotLoader:
                     left_out[name] = f"{type(error).__name__}: {error}"[:200]
                     continue
                 if blob is snapshot.get("definitions"):
-                    if not isinstance(value, dict):
+                    if type(value) is not dict or any(type(k) is not str for k in value):
                         raise Refused("the snapshot file is not one the grader wrote")
-                    definitions.update({str(k): v for k, v in value.items()})
+                    definitions.update(value)
                 else:
                     values[name] = value
+            for function in self.made.values():  # their globals become the test's namespace
+                if isinstance(function, types.FunctionType) and any(type(k) is not str for k in function.__globals__):
+                    raise Refused(f"the globals of {_label(function)} have a key that is not a string")
             gc.collect()  # objects dropped while loading run their __del__ now, still watched
         finally:
             sys.setprofile(None)
@@ -545,16 +543,29 @@ class SnapshotLoader:
 
 
 def _describe_error(error: BaseException) -> str:
-    try:
-        detail = str(error)
-    except Exception:  # a __str__ that fails
-        detail = ""
-    return f"{type(error).__name__}: {detail}".strip().rstrip(":")[:300]
+    """``"ValueError: message"``, without calling any method the submission could have defined
+    (an exception class's ``__str__`` could otherwise forge the child's report)."""
+    kind = type.__dict__["__name__"].__get__(type(error))
+    args = BaseException.args.__get__(error)
+    if all(type(arg) in (str, int, float, bool, type(None)) for arg in args):
+        detail = args[0] if len(args) == 1 and type(args[0]) is str else ", ".join(map(repr, args))
+    else:
+        detail = "(its details are not shown: formatting them would run the submission's code)"
+    return f"{kind}: {detail}".strip().rstrip(":")[:300]
 
 
-def _test_namespace(definitions: dict, values: dict, trusted: dict) -> dict:
+def _test_namespace(definitions: dict, values: dict, trusted: dict, left_out: dict) -> dict:
     """The learner's names with the trusted ones bound over them, in the dict the learner's
-    functions use as their globals (so they see the trusted names too)."""
+    functions use as their globals (so they see the trusted names too). A learner's name that
+    would hide a builtin from the test (``abs = lambda x: 0``) is left out."""
+    learner = {}
+    for name, value in {**definitions, **values}.items():
+        if name.startswith("_") or not name.isidentifier():
+            continue
+        if hasattr(builtins, name) and name not in trusted:
+            left_out[name] = "it would hide the builtin of that name from the test"
+            continue
+        learner[name] = value
     namespace = None
     for value in definitions.values():
         candidates = vars(value).values() if isinstance(value, type) else [value]
@@ -564,9 +575,11 @@ def _test_namespace(definitions: dict, values: dict, trusted: dict) -> dict:
             break
     if namespace is None:
         namespace = {"__name__": "__main__"}
-    learner = {**definitions, **values}
+    for name in [k for k in namespace if not k.startswith("_") and hasattr(builtins, k) and k not in trusted]:
+        del namespace[name]
     namespace.update(learner)
     namespace.update({k: v for k, v in trusted.items() if not k.startswith("__")})
+    namespace["__builtins__"] = builtins
     for key, value in learner.items():  # the solution's given helpers may call the learner's functions
         trusted.setdefault(key, value)
     return namespace
@@ -597,12 +610,15 @@ def _child(request: dict, trusted: dict, state: LibraryState, result_fd: int) ->
         report({"status": "refused", "message": f"refused to load your variables: {error}"})
     except Exception as error:
         report({"status": "failed", "message": f"could not read your variables: {_describe_error(error)}"})
+    gc.disable()  # no collection, so no __del__, between the test's end and the report
     notes = []
     changed = state.restore()
     if changed:
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         notes.append(f"loading your variables changed {shown}; the grader put it back before the test")
-    namespace = _test_namespace(definitions, values, trusted)
+    namespace = _test_namespace(definitions, values, trusted, left_out)
+    notes += [f"{name!r} was left out: {why}" for name, why in left_out.items()
+              if why.startswith("it would hide the builtin")]
     try:
         exec(compile(request["source"], f"<graded cell {request['grade_id']}>", "exec"), namespace)
     except BaseException as error:
@@ -612,17 +628,18 @@ def _child(request: dict, trusted: dict, state: LibraryState, result_fd: int) ->
     report({"status": "passed", "notes": notes})
 
 
+_REAPED: dict[int, int] = {}  # exit statuses of children reaped early (where os.waitid is missing)
+
+
 def _exited(pid: int) -> bool:
-    """Whether the child has ended, leaving it unreaped (so its process group id stays its own)."""
+    """Whether the child has ended, leaving it unreaped where possible (so that its process
+    group id cannot be reused before the grader kills what the child started)."""
     if hasattr(os, "waitid"):
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     done, status = os.waitpid(pid, os.WNOHANG)
     if done:
-        _exited.statuses[pid] = status
+        _REAPED[pid] = status
     return bool(done)
-
-
-_exited.statuses = {}
 
 
 def _wait_for_child(pid: int, fd: int, deadline: float) -> dict:
@@ -641,7 +658,7 @@ def _wait_for_child(pid: int, fd: int, deadline: float) -> dict:
         os.killpg(pid, signal.SIGKILL)  # the child (if still running) and anything it started
     except (ProcessLookupError, PermissionError):
         pass
-    status = _exited.statuses.pop(pid, None)
+    status = _REAPED.pop(pid, None)
     if status is None:
         status = os.waitpid(pid, 0)[1]
     if not ended:
@@ -691,6 +708,7 @@ def serve() -> None:
     one JSON reply per line on stdout."""
     import cloudpickle.cloudpickle  # noqa: F401 - imported before the library state is recorded
 
+    sys.path[:] = [entry for entry in sys.path if os.path.isabs(entry)]  # never the submission's folder
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # anything printed goes to the server's log, not into the replies

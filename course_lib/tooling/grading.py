@@ -152,7 +152,11 @@ class _LearnerKernel:
         self.manager.start_kernel(cwd=str(workdir))
         self.client = self.manager.client()
         self.client.start_channels()
-        self.client.wait_for_ready(timeout=60)
+        try:
+            self.client.wait_for_ready(timeout=60)
+        except BaseException:
+            self.shutdown()
+            raise
 
     def _reply(self, msg_id: str, timeout: float) -> tuple[str, str]:
         deadline = time.monotonic() + timeout
@@ -185,8 +189,11 @@ class _LearnerKernel:
         self.manager.interrupt_kernel()
         if self._reply(msg_id, INTERRUPT_GRACE)[0] in ("ok", "error"):
             return "timeout", ""
-        self.manager.restart_kernel(now=True)
-        self.client.wait_for_ready(timeout=60)
+        try:
+            self.manager.restart_kernel(now=True)
+            self.client.wait_for_ready(timeout=60)
+        except Exception as error:
+            return "dead", f"the kernel could not be restarted: {error}"
         return "restarted", ""
 
     def shutdown(self) -> None:
@@ -265,10 +272,44 @@ def _read_solution(solutions_dir: Path, assignment: str):
     return solution, graded_cells(solution, str(solution_path))
 
 
+def _not_run(solution_cells: list[GradedCell], message: str) -> list[QuestionScore]:
+    return [QuestionScore(c.grade_id, 0.0, c.points, "not run", message) for c in solution_cells]
+
+
+def _run_tests(servers: _TestServers, assignment: str, solution, solution_cells: list[GradedCell],
+               outcomes: dict[str, tuple[str, str]], workdir: Path, deadline: float, cell_timeout: float,
+               grade: NotebookGrade) -> None:
+    """Phase 2: each graded cell that has a snapshot runs in a fresh process."""
+    for graded in solution_cells:
+        kind, detail = outcomes.get(graded.grade_id, ("missing", "graded cell was deleted"))
+        remaining = deadline - time.monotonic()
+        if kind == "snapshot" and remaining <= 1:
+            kind, detail = "not run", "the notebook reached its time limit before this test"
+        if kind != "snapshot":
+            grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, kind, detail))
+            continue
+        try:  # a server that a test process killed is replaced for the next cell
+            server = servers.get(assignment, solution, solution_cells)
+            problems = server.wait_ready()
+            reply = server.run(snapshot=detail, source=graded.source, grade_id=graded.grade_id, cwd=workdir,
+                               timeout=min(cell_timeout, remaining))
+        except RuntimeError as error:
+            grade.error = f"the test process failed: {error}"
+            grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, "not run", str(error)))
+            continue
+        if problems:
+            grade.error = "the solution's setup failed in the test process: " + "; ".join(problems)
+        status = {"passed": "passed", "timeout": "timeout"}.get(reply.get("status"), "failed")
+        message = f"stopped after the {cell_timeout:g} s cell time limit" if status == "timeout" else str(reply.get("message", ""))
+        if status != "passed":  # what the grader noticed while loading the variables may explain a failure
+            message = "; ".join(part for part in [message, *reply.get("notes", [])] if part)
+        points = graded.points if status == "passed" else 0.0
+        grade.questions.append(QuestionScore(graded.grade_id, points, graded.points, status, message))
+
+
 def _grade_one(path: Path, solutions_dir: Path, assignment: str | None, kernel_name: str, timeout: float,
                cell_timeout: float, servers: _TestServers, scratch: Path) -> NotebookGrade:
-    started = time.monotonic()
-    deadline = started + timeout
+    deadline = time.monotonic() + timeout
     grade = NotebookGrade(submission=path.name, assignment=assignment or "?")
     try:
         submission = read_notebook(path)
@@ -277,15 +318,12 @@ def _grade_one(path: Path, solutions_dir: Path, assignment: str | None, kernel_n
         grade.error = str(error)
         if assignment:  # still out of the assignment's real maximum
             try:
-                _, solution_cells = _read_solution(solutions_dir, assignment)
+                grade.questions = _not_run(_read_solution(solutions_dir, assignment)[1], "the submission could not be read")
             except (ValueError, FileNotFoundError) as solution_error:
                 grade.error += f"; {solution_error}"
-            else:
-                grade.questions = [QuestionScore(c.grade_id, 0.0, c.points, "not run", "the submission could not be read")
-                                   for c in solution_cells]
         return grade
     solution, solution_cells = _read_solution(solutions_dir, grade.assignment)
-    server = servers.get(grade.assignment, solution, solution_cells)
+    servers.get(grade.assignment, solution, solution_cells)  # starting before the learner's code runs
     positions = _graded_positions(submission, solution_cells)
     workdir, snapshots = scratch / "work", scratch / "snapshots"
     workdir.mkdir()
@@ -294,41 +332,13 @@ def _grade_one(path: Path, solutions_dir: Path, assignment: str | None, kernel_n
         kernel = _LearnerKernel(kernel_name, workdir)
     except Exception as error:
         grade.error = f"could not start the kernel: {type(error).__name__}: {error}"
-        outcomes = {grade_id: ("not run", "the kernel did not start") for grade_id in positions.values()}
-    else:
-        try:
-            outcomes = _run_learner_cells(kernel, submission, positions, snapshots, deadline, cell_timeout)
-        finally:
-            kernel.shutdown()
-    problems = server.wait_ready()
-    if problems:
-        grade.error = "the solution's setup failed in the test process: " + "; ".join(problems)
-    present = set(positions.values())
-    for graded in solution_cells:
-        if graded.grade_id not in present:
-            grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, "missing", "graded cell was deleted"))
-            continue
-        kind, detail = outcomes.get(graded.grade_id, ("not run", "the notebook stopped before this test"))
-        remaining = deadline - time.monotonic()
-        if kind == "snapshot" and remaining <= 1:
-            kind, detail = "not run", "the notebook reached its time limit before this test"
-        if kind != "snapshot":
-            grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, kind, detail))
-            continue
-        try:
-            reply = server.run(snapshot=detail, source=graded.source, grade_id=graded.grade_id, cwd=workdir,
-                               timeout=min(cell_timeout, remaining))
-        except RuntimeError as error:
-            grade.error = f"the test process failed: {error}"
-            grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, "not run", str(error)))
-            continue
-        status = {"passed": "passed", "timeout": "timeout"}.get(reply.get("status"), "failed")
-        message = f"stopped after the {cell_timeout:g} s cell time limit" if status == "timeout" else str(reply.get("message", ""))
-        if status != "passed":  # what the grader noticed while loading the variables, when it may explain a failure
-            message = "; ".join(part for part in [message, *reply.get("notes", [])] if part)
-        points = graded.points if status == "passed" else 0.0
-        grade.questions.append(QuestionScore(graded.grade_id, points, graded.points, status, message))
-    grade.seconds = round(time.monotonic() - started, 1)
+        grade.questions = _not_run(solution_cells, "the kernel did not start")
+        return grade
+    try:
+        outcomes = _run_learner_cells(kernel, submission, positions, snapshots, deadline, cell_timeout)
+    finally:
+        kernel.shutdown()
+    _run_tests(servers, grade.assignment, solution, solution_cells, outcomes, workdir, deadline, cell_timeout, grade)
     return grade
 
 
@@ -361,7 +371,7 @@ def grade_submissions(
                 except Exception as error:
                     grade = NotebookGrade(submission=path.name, assignment=assignment or "?",
                                           error=f"could not grade it: {type(error).__name__}: {error}")
-                    grade.seconds = round(time.monotonic() - started, 1)
+                grade.seconds = round(time.monotonic() - started, 1)
                 grades.append(grade)
         finally:
             servers.close()
