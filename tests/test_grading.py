@@ -4,6 +4,7 @@ way a learner's notebook can try to fool the grader (each must leave unsolved pa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from filelock import FileLock
 
 from course_lib.tooling.cli import main as course_main
 from course_lib.tooling.exercises import graded_cells
@@ -91,9 +93,24 @@ PATCH_WHEN_UNPICKLED = (
 )
 
 
+def once_per_run(tmp_path_factory, name: str, produce):
+    """``produce()``, computed by one pytest-xdist worker and read from a file by the others."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return produce()
+    shared = tmp_path_factory.getbasetemp().parent / f"{name}.json"
+    with FileLock(f"{shared}.lock"):
+        if not shared.is_file():
+            shared.write_text(json.dumps(produce()))
+        return json.loads(shared.read_text())
+
+
 @pytest.fixture(scope="module")
 def graded(root, kernel_name, tmp_path_factory):
-    """Grade a folder of submissions once, through the command line, and return the JSON report."""
+    """Grade a folder of submissions once (per test run), through the command line, and return the JSON report."""
+    return once_per_run(tmp_path_factory, "graded_submissions", lambda: grade_folder(root, tmp_path_factory))
+
+
+def grade_folder(root: Path, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("submissions")
     cases = {
         "full_marks": submission(root, solved=FUNCTIONS),
