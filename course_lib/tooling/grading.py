@@ -115,7 +115,7 @@ def trusted_preamble(solution) -> list[tuple[str, str]]:
     return preamble
 
 
-def test_cell_imports(solution_cells: list[GradedCell]) -> list[str]:
+def graded_cell_imports(solution_cells: list[GradedCell]) -> list[str]:
     """The import statements of the graded cells, for the test server to run once in advance."""
     imports = []
     for cell in solution_cells:
@@ -249,6 +249,7 @@ class _TestServers:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.servers: dict[str, IsolatedTestRunner] = {}
+        self.started = 0
 
     def get(self, assignment: str, solution, solution_cells: list[GradedCell]) -> IsolatedTestRunner:
         server = self.servers.get(assignment)
@@ -256,8 +257,9 @@ class _TestServers:
             server.close()
             server = None
         if server is None:
-            server = IsolatedTestRunner(trusted_preamble(solution), self.workdir / f"{assignment}-{len(self.servers)}",
-                                        warm_up=test_cell_imports(solution_cells))
+            self.started += 1
+            server = IsolatedTestRunner(trusted_preamble(solution), self.workdir / f"{assignment}-{self.started}",
+                                        warm_up=graded_cell_imports(solution_cells))
             self.servers[assignment] = server
         return server
 
