@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,8 +215,26 @@ def write_report(runs: list[NotebookRun], output_dir: Path, profile: str) -> Pat
     return report
 
 
+# A line of a text progress bar (tqdm and the like): "name:  40%|████      | 19/47 [00:27<00:42, 1.52s/it]".
+PROGRESS_LINE = re.compile(r"^[^\n]*\d+%\|[^\n]*\|[^\n]*\[[^\n]*\]\s*$")
+
+
+def strip_progress_bars(outputs: list) -> list:
+    """The outputs without progress-bar lines on stderr (they are noise once the run is over)."""
+    kept = []
+    for output in outputs:
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            lines = [line for line in re.split(r"(?<=\n)|\r", output["text"]) if not PROGRESS_LINE.match(line.rstrip("\n"))]
+            text = "".join(line for line in lines if line.strip())
+            if not text:
+                continue
+            output["text"] = text
+        kept.append(output)
+    return kept
+
+
 def normalize_executed(nb) -> None:
-    """Drop what churns between runs (timings, kernel versions) and number code cells 1, 2, ...
+    """Drop what churns between runs (timings, kernel versions, progress bars) and number code cells 1, 2, ...
 
     nbval needs an execution count on every cell whose output it checks; numbering
     them in order makes the stored notebook identical from one refresh to the next.
@@ -230,6 +249,7 @@ def normalize_executed(nb) -> None:
         if cell.cell_type == "code":
             count += 1
             cell.execution_count = count
+            cell.outputs = strip_progress_bars(cell.outputs)
             for output in cell.outputs:
                 if "execution_count" in output:
                     output["execution_count"] = count
