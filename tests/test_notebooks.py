@@ -7,6 +7,7 @@ teaches fails here.
 
 from __future__ import annotations
 
+import functools
 import operator
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill
 import pytest
 
@@ -28,7 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = chapter_notebooks("notebooks", ROOT)
 SOLUTIONS = chapter_notebooks("solutions", ROOT)
 
-# What each chapter's smoke run must show, as (result name, comparison, threshold).
+# What each chapter's smoke run (seed 0) must show, as (result name, comparison, threshold).
+#
+# One seed shows only what survives a change of seed. The thresholds of chapters 03-06 were
+# checked against smoke runs at seeds 0-4 (mean +- sample std over the 5 seeds in the
+# comments): each lies at least 2 std on the safe side of the mean, so another seed (or a
+# harmless library change) would still pass. A gain whose mean is within 2 std of zero
+# cannot be shown by one seed: it is checked over 3 seeds instead (MULTI_SEED_CLAIMS below,
+# and tests/test_claims.py for the reproduction methods, which need more pairs than a smoke run).
 CLAIMS = {
     "01_bradley_terry": [
         ("bt_vs_logistic_max_abs_diff", operator.lt, 1e-3),
@@ -41,27 +50,40 @@ CLAIMS = {
         ("length_matched_pairs", operator.ge, 60),
     ],
     "03_noisy_preferences": [
-        ("drop_clean_to_noisy", operator.gt, 0.05),
-        ("flipped_pairs_fitted", operator.gt, 0.5),
-        ("best_detector_auroc_20", operator.gt, 0.65),
-        ("clean_subset_gain", operator.gt, 0.05),
+        # drop_clean_to_noisy (0.133 +- 0.090, 0.042 at seed 1) is too noisy for one seed;
+        # tests/test_claims.py checks that 40% flips hurt the single RM over 3 seeds.
+        ("flipped_pairs_fitted", operator.gt, 0.5),  # 0.760 +- 0.051
+        ("best_detector_auroc_20", operator.gt, 0.65),  # 0.761 +- 0.023
+        ("clean_subset_gain", operator.gt, 0.0),  # 0.142 +- 0.069: the sign is what one seed shows
     ],
     "04_crm_peer_review": [
-        ("selection_precision_peer_20", operator.gt, 0.8),
-        ("selection_precision_peer_40", operator.gt, 0.6),
-        ("gain_peer_review_40", operator.gt, 0.0),
+        # A random selection keeps flipped pairs at their base rate: precision 0.8 at 20%, 0.6 at 40%.
+        ("selection_precision_peer_20", operator.gt, 0.8),  # 0.861 +- 0.026
+        ("selection_precision_peer_40", operator.gt, 0.6),  # 0.683 +- 0.030
+        # gain_peer_review_40 is +0.002 +- 0.022 at smoke size (no effect on 300 pairs):
+        # tests/test_claims.py checks peer review against the single RM over 3 seeds.
     ],
     "05_curriculum": [
-        ("baseline_drop_0_to_40", operator.gt, 0.05),
-        ("crm_gain_40", operator.gt, 0.0),
-        ("eta_estimate_mae_anchor", operator.lt, 0.1),
+        ("baseline_drop_0_to_40", operator.gt, 0.0),  # 0.140 +- 0.068: the sign is what one seed shows
+        # crm_gain_40 is +0.008 +- 0.040 at smoke size: tests/test_claims.py checks it over 3 seeds.
+        ("eta_estimate_mae_anchor", operator.lt, 0.12),  # 0.040 +- 0.038 (0.100 at seed 3)
     ],
     "06_personalized_mixtures": [
-        ("intransitive_gap", operator.gt, 0.6),
-        ("mixture_gain_mean_differing", operator.gt, 0.02),
-        ("eval_nll_gain", operator.gt, 0.05),
-        ("heads_used", operator.ge, 2),
-        ("new_user_mixture_mw_k16", operator.gt, 0.6),
+        ("intransitive_gap", operator.gt, 0.6),  # 0.693 at every seed
+        ("heads_used", operator.ge, 2),  # 5.8 +- 0.4
+        ("new_user_mixture_mw_k16", operator.gt, 0.6),  # 0.662 +- 0.031
+    ],
+}
+
+# Gains a smoke run shows only on average: (result name, threshold), checked over
+# MULTI_SEED_SEEDS as mean - SE > threshold, SE the standard error of the per-seed values.
+# Smoke runs at seeds 0-4: mixture_gain_mean_differing 0.034 +- 0.020 (0.008 at seed 3),
+# eval_nll_gain 0.130 +- 0.094 (-0.018 at seed 3).
+MULTI_SEED_SEEDS = (0, 1, 2)
+MULTI_SEED_CLAIMS = {
+    "06_personalized_mixtures": [
+        ("mixture_gain_mean_differing", 0.02),  # seeds 0-2: 0.044, 0.044, 0.056; mean - SE = 0.044
+        ("eval_nll_gain", 0.05),  # seeds 0-2: 0.224, 0.147, 0.105; mean - SE = 0.124
     ],
 }
 
@@ -73,21 +95,47 @@ def execute(path: Path, output: Path, kernel_name: str, parameters: dict) -> dic
     return {r["name"]: r["value"] for r in results}
 
 
+@pytest.fixture(scope="session")
+def smoke_results(kernel_name, tmp_path_factory):
+    """``smoke_results(path, seed)``: what a smoke run records; each (notebook, seed) runs once per test process."""
+
+    @functools.cache
+    def run(path: Path, seed: int) -> dict:
+        folder = tmp_path_factory.mktemp(f"{path.stem}-seed{seed}")
+        return execute(path, folder / path.name, kernel_name, {"profile": "smoke", "seed": seed})
+
+    return run
+
+
 def test_every_chapter_has_notebook_solution_and_exercise():
     stems = {p.stem for p in NOTEBOOKS}
     assert stems, "no chapter notebooks found"
     assert stems == {p.stem for p in SOLUTIONS}
     assert stems == {p.stem for p in chapter_notebooks("exercises", ROOT)}
-    assert set(CLAIMS) <= stems
+    assert set(CLAIMS) <= stems and set(MULTI_SEED_CLAIMS) <= stems
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_smoke_run(path, kernel_name, tmp_path):
-    results = execute(path, tmp_path / path.name, kernel_name, {"profile": "smoke"})
+def test_notebook_smoke_run(path, smoke_results):
+    results = smoke_results(path, 0)
     assert results, f"{path.name} recorded no results"
     for name, compare, threshold in CLAIMS.get(path.stem, []):
         assert name in results, f"{path.name} did not record {name}"
         assert compare(results[name], threshold), f"{path.name}: {name} = {results[name]} fails {compare.__name__} {threshold}"
+
+
+@pytest.mark.parametrize("stem", sorted(MULTI_SEED_CLAIMS))
+def test_gain_claims_hold_over_seeds(stem, smoke_results):
+    """Mean over seeds minus one standard error beats the threshold (seed 0 is shared with the smoke run)."""
+    path = next(p for p in NOTEBOOKS if p.stem == stem)
+    runs = [smoke_results(path, seed) for seed in MULTI_SEED_SEEDS]
+    for name, threshold in MULTI_SEED_CLAIMS[stem]:
+        values = np.array([run[name] for run in runs], dtype=float)
+        bound = values.mean() - values.std(ddof=1) / np.sqrt(len(values))
+        assert bound > threshold, (
+            f"{path.name}: {name} over seeds {MULTI_SEED_SEEDS} = {np.round(values, 4).tolist()}, "
+            f"mean - SE = {bound:.4f}, not above {threshold}"
+        )
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
