@@ -105,6 +105,8 @@ def _failure_message(path: Path, error: Exception, partial: Path, cell_timeout: 
     if isinstance(error, CellTimeoutError):
         cell = _running_cell(partial)
         where = _cell_label(cell.execution_count, cell.source) if cell else "a cell"
+        if not cell_timeout:  # no per-cell limit was set: nbclient's own wait (for output) ran out
+            return f"{path.name} timed out in {where}: {str(error).splitlines()[0]}"
         return (
             f"{path.name} timed out in {where}: still running after the per-cell limit of {cell_timeout:g} s; "
             f"if the cell is slow rather than hung, raise the limit with --cell-timeout SECONDS (0: no limit)"
