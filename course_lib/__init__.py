@@ -24,4 +24,6 @@ Functions name the chapter that introduces them ("Defined in Chapter NN"), so a
 reader can always go from code to explanation.
 """
 
+from . import progress as _progress  # noqa: F401  first, so no library imports tqdm.auto before its warning is silenced
+
 __version__ = "0.2.0"
