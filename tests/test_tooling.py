@@ -182,3 +182,18 @@ def test_cell_timeout_defaults_per_profile_and_overrides(capsys):
         parser.parse_args(["run", "--help"])
     run_help = " ".join(capsys.readouterr().out.split())
     assert all(f"{profile} {seconds}" in run_help for profile, seconds in CELL_TIMEOUTS.items())  # help tells the truth
+
+
+def test_stored_outputs_lose_progress_bars_but_keep_real_warnings():
+    from course_lib.tooling.execute import strip_progress_bars
+
+    bars = ("embedding:   2%|▏         | 1/47 [00:01<01:02,  1.36s/it]\r"
+            "embedding: 100%|██████████| 47/47 [01:00<00:00,  1.20s/it]\n")
+    outputs = [
+        {"output_type": "stream", "name": "stderr", "text": bars},
+        {"output_type": "stream", "name": "stderr", "text": bars + "UserWarning: something real\n"},
+        {"output_type": "stream", "name": "stdout", "text": "accuracy 50%|x| [kept: stdout is never touched]\n"},
+    ]
+    kept = strip_progress_bars(outputs)
+    assert [o["text"] for o in kept] == ["UserWarning: something real\n",
+                                         "accuracy 50%|x| [kept: stdout is never touched]\n"]
