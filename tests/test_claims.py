@@ -24,9 +24,10 @@ need more seeds than the test can afford, so the claim checked is "positive by m
 one standard error", no stronger.
 
 Cost: the frozen MiniLM encodes 2 x 1500 texts per seed plus the benchmark (about 10k
-texts); measured 3.6 minutes on one CPU thread from a cold cache, 1.2 minutes with the
-features cached. They are cached in ``build/cache/`` (the folder ``course sweep`` uses;
-entries are keyed by text), so a rerun only trains.
+texts); measured on one CPU thread of a shared 2-core machine: 3.6 minutes from a cold
+cache and 1.2 minutes with the features cached (6 and 2.2 minutes when the machine was
+busier). The features are cached in ``build/cache/`` (the folder ``course sweep`` uses;
+entries are keyed by text), so a rerun only trains; CI can keep that folder between runs.
 """
 
 from __future__ import annotations
