@@ -35,7 +35,7 @@ def make_trainer(backbone, data=None, model_kwargs=None, **config_kwargs):
 
 
 def test_bt_loss_equals_trl_reward_trainer_compute_loss(tiny_backbone, tmp_path):
-    trl = pytest.importorskip("trl")
+    import trl  # a pinned dev dependency: an import error must fail, not skip
     tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
     classifier = BertForSequenceClassification.from_pretrained(tiny_backbone, num_labels=1)
     trainer = make_trainer(
