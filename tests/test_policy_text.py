@@ -7,6 +7,7 @@ one full forward pass over the growing sequence per token, one prompt at a time.
 from __future__ import annotations
 
 import random
+
 import numpy as np
 import pytest
 import torch
@@ -49,8 +50,9 @@ def model(tokenizer):
     sometimes not end at all, which is what the sampler's tests need to see.
     """
     policy = build_policy(TINY, tokenizer, seed=0)
-    pairs = generate_preference_pairs(WorldConfig(n_pairs=32, seed=5))
+    pairs = generate_preference_pairs(WorldConfig(n_pairs=48, seed=5))
     rows = [tokenizer.prompt_ids(p) + tokenizer.response_ids(r) for p, r in zip(pairs["prompt"], pairs["chosen"])]
+    rows = [row for row in rows if len(row) <= 64]  # short examples: cheap steps, and answers that end
     ids = torch.full((len(rows), max(map(len, rows))), tokenizer.pad_id)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
@@ -68,7 +70,12 @@ def model(tokenizer):
 
 @pytest.fixture(scope="module")
 def prompts() -> list[str]:
-    return list(sample_prompts(12, seed=1)["prompt"])
+    return list(sample_prompts(8, seed=1)["prompt"])
+
+
+@pytest.fixture(scope="module")
+def reference(model, tokenizer, prompts) -> list[list[int]]:
+    return [reference_greedy(model, tokenizer, prompt, 32) for prompt in prompts]
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -89,7 +96,8 @@ def test_special_tokens_are_distinct_and_frame_an_example(tokenizer):
     assert len(specials) == 3 and max(specials) < tokenizer.vocab_size == 2000
     assert tokenizer.prompt_ids("Hi?") == tokenizer.encode("Hi?") + [tokenizer.sep_id]
     assert tokenizer.response_ids("Hello.") == tokenizer.encode("Hello.") + [tokenizer.eos_id]
-    assert tokenizer.decode(tokenizer.prompt_ids("Hi?") + tokenizer.response_ids("Hello.")) == "Hi?Hello."
+    example = tokenizer.prompt_ids("Hi?") + tokenizer.response_ids("Hello.")
+    assert tokenizer.decode(example) == tokenizer.decode(torch.tensor(example)) == "Hi?Hello."
 
 
 def test_tokenizer_training_is_deterministic(tokenizer, texts):
@@ -193,10 +201,10 @@ def full_pass_logprobs(model, tokenizer, prompt: str, response_ids: list[int]) -
 
 
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
-def test_cached_greedy_equals_no_cache_reference(model, tokenizer, prompts, cache):
+def test_cached_greedy_equals_no_cache_reference(model, tokenizer, prompts, reference, cache):
     assert len({len(tokenizer.prompt_ids(p)) for p in prompts}) > 3  # left padding is exercised
-    out = generate(model, tokenizer, prompts, max_new_tokens=40, greedy=True, batch_size=len(prompts), cache=cache)
-    assert out.token_ids == [reference_greedy(model, tokenizer, p, 40) for p in prompts]
+    out = generate(model, tokenizer, prompts, max_new_tokens=32, greedy=True, batch_size=len(prompts), cache=cache)
+    assert out.token_ids == reference
     assert any(out.finished) and not all(out.finished)
     for prompt, ids, logprobs in zip(prompts, out.token_ids, out.logprobs):
         torch.testing.assert_close(torch.tensor(logprobs), full_pass_logprobs(model, tokenizer, prompt, ids),
@@ -211,7 +219,7 @@ def test_results_do_not_depend_on_batching(model, tokenizer, prompts):
 
 
 def test_sampling_is_seeded_and_reports_logprobs_before_temperature(model, tokenizer, prompts):
-    settings = dict(max_new_tokens=24, temperature=0.7, top_p=0.9, batch_size=8)
+    settings = {"max_new_tokens": 24, "temperature": 0.7, "top_p": 0.9, "batch_size": 8}
     first = generate(model, tokenizer, prompts, seed=0, **settings)
     assert first.token_ids == generate(model, tokenizer, prompts, seed=0, **settings).token_ids
     assert first.token_ids != generate(model, tokenizer, prompts, seed=1, **settings).token_ids
@@ -220,7 +228,7 @@ def test_sampling_is_seeded_and_reports_logprobs_before_temperature(model, token
                                    atol=1e-4, rtol=0)
 
 
-def test_rows_stop_at_eos_and_the_batch_stops_when_all_have(model, tokenizer, prompts):
+def test_rows_stop_at_eos_and_the_batch_stops_when_all_have(model, tokenizer, prompts, reference):
     out = generate(model, tokenizer, prompts * 3, max_new_tokens=30, temperature=1.5, seed=2)
     assert isinstance(out, Completions) and len(out) == 3 * len(prompts)
     assert any(out.finished) and not all(out.finished)
@@ -229,8 +237,7 @@ def test_rows_stop_at_eos_and_the_batch_stops_when_all_have(model, tokenizer, pr
         assert (ids.index(tokenizer.eos_id) == length - 1) if done else (length == 30)
     assert all(EOS not in text for text in out.texts)
 
-    ending = [p for p, done in zip(prompts, generate(model, tokenizer, prompts, max_new_tokens=40, greedy=True).finished)
-              if done]
+    ending = [p for p, ids in zip(prompts, reference) if ids[-1] == tokenizer.eos_id]
     forward_calls = []
     hook = model.transformer.register_forward_hook(lambda *_: forward_calls.append(1))
     try:
@@ -272,13 +279,13 @@ def test_long_prompts_are_cut_from_the_left_with_a_warning(model, tokenizer, pro
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(prompts="one prompt"), "prompts must be a list of strings"),
-    (dict(max_new_tokens=160), r"max_new_tokens must be an int in \[1, 160\)"),
-    (dict(temperature=0.0), "temperature must be > 0"),
-    (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
-    (dict(batch_size=0), "batch_size must be a positive int"),
-    (dict(cache="paged"), "cache must be one of"),
-    (dict(precision="fp8"), "precision must be one of"),
+    ({"prompts": "one prompt"}, "prompts must be a list of strings"),
+    ({"max_new_tokens": 160}, r"max_new_tokens must be an int in \[1, 160\)"),
+    ({"temperature": 0.0}, "temperature must be > 0"),
+    ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+    ({"batch_size": 0}, "batch_size must be a positive int"),
+    ({"cache": "paged"}, "cache must be one of"),
+    ({"precision": "fp8"}, "precision must be one of"),
 ])
 def test_generate_bad_arguments_say_what_is_wrong(model, tokenizer, kwargs, message):
     kwargs = {"prompts": ["Hi?"], **kwargs}

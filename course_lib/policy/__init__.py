@@ -13,7 +13,14 @@ runs end to end on a laptop with nothing to download:
 Defined in Chapter 07.
 """
 
-from .model import POLICY_SIZES, PolicyConfig, build_policy, load_policy, policy_config, save_policy
+from .model import (
+    POLICY_SIZES,
+    PolicyConfig,
+    build_policy,
+    load_policy,
+    policy_config,
+    save_policy,
+)
 from .sampling import Completions, generate
 from .tokenizer import EOS, PAD, SEP, PolicyTokenizer, train_tokenizer, world_texts
 

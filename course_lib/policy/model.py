@@ -21,7 +21,6 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..runtime import LocalRandomState, resolve_device
@@ -30,8 +29,9 @@ from .tokenizer import TOKENIZER_FILE, PolicyTokenizer
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """The shape of the policy: ``n_layer`` blocks of width ``n_embd`` with ``n_head`` heads, ``n_positions`` tokens of context.
+    """The shape of the policy: ``n_layer`` blocks of width ``n_embd`` with ``n_head`` attention heads.
 
+    ``n_positions``: the context, prompt and response together, in tokens.
     ``dropout`` applies to embeddings, residual branches and attention weights.
     """
 
@@ -85,7 +85,8 @@ def build_policy(config: PolicyConfig, tokenizer: PolicyTokenizer, seed: int = 0
     python generators are left exactly as they were.
     """
     if not isinstance(config, PolicyConfig):
-        raise ValueError(f"build_policy: config must be a PolicyConfig (see policy_config()), got {type(config).__name__}")
+        raise ValueError(f"build_policy: config must be a PolicyConfig (see policy_config()), "
+                         f"got {type(config).__name__}")
     gpt2 = GPT2Config(
         vocab_size=tokenizer.vocab_size,
         n_positions=config.n_positions,
@@ -108,8 +109,9 @@ def save_policy(model: GPT2LMHeadModel, tokenizer: PolicyTokenizer, directory) -
     """Write the model (``save_pretrained``) and its tokenizer to ``directory``, atomically.
 
     Both are written to a temporary folder beside ``directory`` that is then renamed
-    into place, so a crash never leaves a half-written policy: ``directory`` holds the
-    previous policy or the new one, complete.
+    into place, so a crash never leaves a half-written policy. A policy already at
+    ``directory`` is moved aside into a hidden folder beside it for the instant of the
+    swap, and deleted once the new one is in place.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)

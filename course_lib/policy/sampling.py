@@ -158,7 +158,6 @@ def _decode_batch(model, rows: list[list[int]], tokenizer: PolicyTokenizer, *, m
     steps = 0
     for step in range(max_new_tokens):
         chosen, chosen_logprobs = _choose(logits, greedy, temperature, top_p, generator)
-        chosen = chosen.masked_fill(finished, tokenizer.pad_id)  # a finished row only pads
         tokens[:, step], token_logprobs[:, step] = chosen, chosen_logprobs
         finished |= chosen == tokenizer.eos_id
         steps = step + 1
@@ -169,6 +168,7 @@ def _decode_batch(model, rows: list[list[int]], tokenizer: PolicyTokenizer, *, m
         next_position = next_position + 1
 
     tokens, token_logprobs, finished = tokens[:, :steps].tolist(), token_logprobs[:, :steps].tolist(), finished.tolist()
+    # a row ends at its first end-of-text token; what it was fed after that is dropped
     lengths = [row.index(tokenizer.eos_id) + 1 if done else steps for row, done in zip(tokens, finished)]
     return ([row[:k] for row, k in zip(tokens, lengths)],
             [row[:k] for row, k in zip(token_logprobs, lengths)],

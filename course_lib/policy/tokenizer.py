@@ -74,8 +74,8 @@ class PolicyTokenizer:
         return self.tokenizer.encode(_check_text(text, "encode: text"), add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        """The text of ``ids``; special tokens (end-of-text, padding, separator) are dropped."""
-        ids = list(ids)
+        """The text of ``ids`` (a list, or a 1-D tensor or array); special tokens are dropped."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         bad = next((i for i in ids if not isinstance(i, int) or not 0 <= i < self.vocab_size), None)
         if bad is not None:
             raise ValueError(f"decode: every id must be an int in [0, {self.vocab_size}), got {bad!r}")
