@@ -44,12 +44,18 @@ class CollaborativeConfig:
     ``noise_rate``: the (known or estimated) share of flipped pairs, eta; each
     model keeps ``1 - forget_rate`` of every batch, with ``forget_rate`` ramped
     from 0 to eta over ``ramp_epochs`` epochs. ``curriculum``: Curriculum Sort.
+    ``split_warmup``: while no pair is dropped (the first epoch of the ramp), each model
+    is updated on its own random half of every batch instead of all of it. Peer review
+    needs two models that disagree; reward heads get that from different
+    initialisations, but two policies fine-tuned from one SFT model start identical,
+    and without noise in training (no dropout) they would stay identical (Chapter 07).
     """
 
     method: str = "peer_review"
     noise_rate: float = 0.2
     ramp_epochs: int = 2
     curriculum: bool = False
+    split_warmup: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -113,7 +119,11 @@ class CollaborativePlan(EpochPlan):
         return curriculum_sort(*margins)
 
     def select(self, epoch: int, indices: torch.Tensor, batches: list) -> list[torch.Tensor]:
-        if not self.selecting(epoch):
+        if self.config.split_warmup and self.keep_ratio(epoch) == 1.0:
+            generator = torch.Generator().manual_seed(epoch * 1_000_003 + int(indices[0]))
+            first = torch.randperm(len(indices), generator=generator) < (len(indices) + 1) // 2
+            masks = [first, ~first]
+        elif not self.selecting(epoch):
             masks = [torch.ones(len(indices), dtype=torch.bool)] * 2
         elif self.epoch_masks is not None:
             masks = [mask[indices] for mask in self.epoch_masks]

@@ -139,3 +139,91 @@ def _check_rate(value: float, name: str, upper: float, closed: bool = True) -> N
     if not (0.0 <= value <= upper if closed else 0.0 <= value < upper):
         bracket = "]" if closed else ")"
         raise ValueError(f"{name} must be in [0, {upper}{bracket}, got {value}")
+
+
+# ---------------------------------------------------------------- the DPO family (Chapter 07)
+DPO_LOSS_TYPES = ("sigmoid", "robust", "ipo")
+
+
+def dpo_implied_rewards(policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""DPO's implied reward of a response: :math:`\hat r(x, y) = \beta \log \frac{\pi_\theta(y|x)}{\pi_{ref}(y|x)}`.
+
+    Rafailov et al. (2023), "Direct Preference Optimization: Your Language Model is
+    Secretly a Reward Model": the KL-regularised objective
+    :math:`\max_\pi E_\pi[r] - \beta\,KL(\pi \| \pi_{ref})` is maximised by
+    :math:`\pi^*(y|x) \propto \pi_{ref}(y|x)\, e^{r(x,y)/\beta}`, so any policy defines the
+    reward it is optimal for, up to a per-prompt constant that cancels in a pair.
+
+    Defined in Chapter 07.
+    """
+    return beta * (policy_logps - reference_logps)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""The DPO family on sequence log-probs (summed over response tokens) of a batch of pairs.
+
+    With :math:`h = \log\frac{\pi_\theta(y_c|x)}{\pi_{ref}(y_c|x)} - \log\frac{\pi_\theta(y_r|x)}{\pi_{ref}(y_r|x)}`:
+
+    - ``"sigmoid"``, DPO (Rafailov et al. 2023): the Bradley-Terry loss of the implied
+      rewards, :math:`-\log\sigma(\beta h)`. With ``label_smoothing`` :math:`\varepsilon > 0`
+      it is **conservative DPO** (cDPO; Mitchell 2023, "A note on DPO with noisy
+      preferences"): :math:`-(1-\varepsilon)\log\sigma(\beta h) - \varepsilon\log\sigma(-\beta h)`.
+    - ``"robust"``, **rDPO** (Chowdhury et al. 2024, "Provably Robust DPO"), unbiased for
+      labels flipped at rate :math:`\varepsilon` = ``label_smoothing``:
+      :math:`\frac{(1-\varepsilon)(-\log\sigma(\beta h)) - \varepsilon(-\log\sigma(-\beta h))}{1-2\varepsilon}`.
+    - ``"ipo"``, **IPO** (Azar et al. 2023, "A General Theoretical Paradigm to Understand
+      Learning from Human Preferences"): :math:`(h - \frac{1}{2\beta})^2`, a squared loss that
+      aims at a finite margin instead of pushing it to infinity. TRL's IPO averages the
+      log-probs over response tokens first; pass per-token means to get its numbers.
+
+    These are exactly the Chapter 01 and 04 Bradley-Terry losses applied to the implied
+    rewards :func:`dpo_implied_rewards` (tested against TRL's ``DPOTrainer``).
+
+    Defined in Chapter 07.
+    """
+    shapes = {tuple(t.shape) for t in (policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                                        reference_rejected_logps)}
+    if len(shapes) != 1:
+        raise ValueError(f"dpo_loss: the four log-prob tensors must have one shape, got {sorted(shapes)}")
+    if beta <= 0:
+        raise ValueError(f"dpo_loss: beta must be > 0, got {beta}")
+    chosen = dpo_implied_rewards(policy_chosen_logps, reference_chosen_logps, beta)
+    rejected = dpo_implied_rewards(policy_rejected_logps, reference_rejected_logps, beta)
+    if loss_type == "sigmoid":
+        return conservative_bradley_terry_loss(chosen, rejected, label_smoothing, reduction)
+    if loss_type == "robust":
+        return unbiased_bradley_terry_loss(chosen, rejected, label_smoothing, reduction)
+    if loss_type == "ipo":
+        losses = ((chosen - rejected) / beta - 1 / (2 * beta)) ** 2
+        return reduce_losses(losses, reduction, "dpo_loss")
+    raise ValueError(f"dpo_loss: loss_type must be one of {DPO_LOSS_TYPES}, got {loss_type!r}")
+
+
+def rpo_nll_loss(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    r"""RPO's extra term: the negative log-likelihood of the chosen response per token.
+
+    Pang et al. (2024), "Iterative Reasoning Preference Optimization", and Liu et al.
+    (2024), "Provably Mitigating Overoptimization in RLHF" (RPO): adding
+    :math:`\alpha \cdot \big(-\frac{1}{|y_c|}\log\pi_\theta(y_c|x)\big)` to the DPO loss keeps
+    the chosen response likely. Plain DPO only widens the *gap* between chosen and
+    rejected; on pairs far from what the policy writes it can lower both (likelihood
+    displacement, Razin et al. 2024) and drift off the data. TRL's ``rpo_alpha``.
+
+    ``chosen_logps``: summed log-probs of the chosen responses; ``chosen_lengths``: their
+    token counts.
+
+    Defined in Chapter 07.
+    """
+    if chosen_logps.shape != chosen_lengths.shape:
+        raise ValueError(f"rpo_nll_loss: chosen_logps {tuple(chosen_logps.shape)} and chosen_lengths "
+                         f"{tuple(chosen_lengths.shape)} must have one shape")
+    return reduce_losses(-chosen_logps / chosen_lengths.clamp_min(1), reduction, "rpo_nll_loss")

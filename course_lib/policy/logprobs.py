@@ -1,0 +1,60 @@
+"""Log-probabilities of response tokens under a causal LM: the quantity DPO and GRPO work on.
+
+For a sequence ``x y`` (prompt, response), ``log pi(y | x) = sum_t log pi(y_t | x, y_<t)``:
+one forward pass gives every position's next-token distribution, shifted by one
+against the tokens it predicts. Only response tokens count (``response_mask``).
+
+Defined in Chapter 07.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..progress import tqdm
+from ..runtime import autocast
+from .sequences import SequenceBatch, Sequences
+
+
+def token_logprobs(module, batch: SequenceBatch) -> torch.Tensor:
+    """Per-token log-probs ``(rows, length - 1)`` of ``batch.input_ids[:, 1:]``, zero outside the response.
+
+    ``module`` is a causal LM returning ``.logits`` (or its DDP / compiled wrapper).
+    The log-softmax is taken in float32 even under bf16 autocast: log-probs summed
+    over a hundred tokens lose their meaning in bfloat16's 8 bits of mantissa.
+    """
+    logits = module(input_ids=batch.input_ids).logits[:, :-1].float()
+    targets = batch.input_ids[:, 1:]
+    picked = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    return picked * batch.response_mask[:, 1:]
+
+
+def sequence_logprobs(module, batch: SequenceBatch) -> torch.Tensor:
+    """``log pi(y | x)`` of every row: the sum of its response tokens' log-probs.
+
+    Defined in Chapter 07.
+    """
+    return token_logprobs(module, batch).sum(1)
+
+
+@torch.no_grad()
+def score_sequences(model, sequences: Sequences, *, batch_size: int = 64, device="cpu", precision: str = "fp32",
+                    progress: bool = False) -> torch.Tensor:
+    """``log pi(y | x)`` of every sequence under ``model`` (eval mode, no gradient), in order, on the CPU.
+
+    Batches are formed from sequences of similar length (less padding); the result is
+    returned in the original order. Used for the frozen reference's log-probs (computed
+    once before DPO) and the KL to the reference.
+
+    Defined in Chapter 07.
+    """
+    was_training = model.training
+    model.eval()
+    order = torch.argsort(sequences.lengths, descending=True)
+    result = torch.empty(len(sequences), dtype=torch.float32)
+    device = torch.device(device)
+    for rows in tqdm(order.split(batch_size), disable=not progress, desc="log-probs"):
+        with autocast(device, precision):
+            result[rows] = sequence_logprobs(model, sequences.batch(rows).to(device)).float().cpu()
+    model.train(was_training)
+    return result
