@@ -67,16 +67,6 @@ def policy_config(profile: str, **overrides) -> PolicyConfig:
     return replace(POLICY_SIZES[profile], **overrides)
 
 
-def _with_attention(config: GPT2Config) -> GPT2LMHeadModel:
-    """The model with PyTorch's fused attention (SDPA), or the plain eager attention where SDPA is unavailable."""
-    try:
-        config._attn_implementation = "sdpa"
-        return GPT2LMHeadModel(config)
-    except (ValueError, ImportError):
-        config._attn_implementation = "eager"
-        return GPT2LMHeadModel(config)
-
-
 def build_policy(config: PolicyConfig, tokenizer: PolicyTokenizer, seed: int = 0) -> GPT2LMHeadModel:
     """A freshly initialised policy for ``tokenizer``'s vocabulary, on CPU.
 
@@ -101,8 +91,14 @@ def build_policy(config: PolicyConfig, tokenizer: PolicyTokenizer, seed: int = 0
         eos_token_id=tokenizer.eos_id,
         pad_token_id=tokenizer.pad_id,
     )
-    with LocalRandomState(seed):
-        return _with_attention(gpt2)
+    try:  # PyTorch's fused attention (SDPA), or the plain eager attention where SDPA is unavailable
+        gpt2._attn_implementation = "sdpa"
+        with LocalRandomState(seed):
+            return GPT2LMHeadModel(gpt2)
+    except (ValueError, ImportError):
+        gpt2._attn_implementation = "eager"
+        with LocalRandomState(seed):
+            return GPT2LMHeadModel(gpt2)
 
 
 def save_policy(model: GPT2LMHeadModel, tokenizer: PolicyTokenizer, directory) -> Path:
