@@ -26,9 +26,17 @@ from course_lib.policy import (
     train_tokenizer,
     world_texts,
 )
+from course_lib.runtime import single_threaded
 from course_lib.world import WorldConfig, generate_preference_pairs, sample_prompts
 
 TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to share out; on a busy CPU a second thread only waits."""
+    with single_threaded():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -272,9 +280,13 @@ def test_bf16_runs_on_cpu(model, tokenizer, prompts, cache):
 
 
 def test_long_prompts_are_cut_from_the_left_with_a_warning(model, tokenizer, prompts):
-    with pytest.warns(UserWarning, match="cut from the left"):
-        out = generate(model, tokenizer, prompts[:3], max_new_tokens=150, greedy=True)
-    assert len(out) == 3 and all(n <= 150 for n in out.lengths)
+    long_prompt = " ".join(prompts)  # longer than the 160 - 8 tokens of context left for it
+    assert len(tokenizer.prompt_ids(long_prompt)) > 152
+    with pytest.warns(UserWarning, match="1 prompt\\(s\\) longer than 152 tokens were cut from the left"):
+        out = generate(model, tokenizer, [long_prompt, prompts[0]], max_new_tokens=8, greedy=True)
+    cut = tokenizer.decode(tokenizer.prompt_ids(long_prompt)[-152:])
+    assert tokenizer.prompt_ids(cut) == tokenizer.prompt_ids(long_prompt)[-152:]  # the cut falls between words
+    assert out.token_ids[0] == generate(model, tokenizer, [cut], max_new_tokens=8, greedy=True).token_ids[0]
     assert generate(model, tokenizer, [], max_new_tokens=8).texts == []
 
 
