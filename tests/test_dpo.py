@@ -108,7 +108,10 @@ def test_sequence_logprobs_sum_the_response_tokens_and_ignore_padding(tokenizer)
             ids, start = alone.input_ids[0], seqs.starts[row]
             manual = sum(logits[t - 1, ids[t]] for t in range(start, len(ids)))
             assert together[row].item() == pytest.approx(manual.item(), abs=1e-4), "padding must not change a row's log-prob"
-        assert (token_logprobs(policy, seqs.batch([0, 1]))[:, : seqs.starts[0] - 1] == 0).all(), "prompt tokens do not count"
+        tokens = token_logprobs(policy, seqs.batch([0, 1]))  # columns from the batch's first response token on
+        first = min(seqs.starts) - 1
+        assert (tokens[1, : seqs.starts[1] - 1 - first] == 0).all(), "prompt tokens do not count"
+        assert (tokens[0, : seqs.starts[0] - 1 - first] == 0).all() and tokens[0, seqs.starts[0] - 1 - first] < 0
     scored = score_sequences(policy, seqs, batch_size=1)
     torch.testing.assert_close(scored, together, atol=1e-4, rtol=0)
 

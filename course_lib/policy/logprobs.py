@@ -17,16 +17,23 @@ from .sequences import SequenceBatch, Sequences
 
 
 def token_logprobs(module, batch: SequenceBatch) -> torch.Tensor:
-    """Per-token log-probs ``(rows, length - 1)`` of ``batch.input_ids[:, 1:]``, zero outside the response.
+    """Per-token log-probs of the batch's tokens, zero outside the response: ``(rows, columns)``.
 
-    ``module`` is a causal LM returning ``.logits`` (or its DDP / compiled wrapper).
-    The log-softmax is taken in float32 even under bf16 autocast: log-probs summed
-    over a hundred tokens lose their meaning in bfloat16's 8 bits of mantissa.
+    Column ``j`` scores token ``first + 1 + j``, where ``first + 1`` is the batch's
+    earliest response token: logits are computed only from there on
+    (``logits_to_keep``), since prompt tokens are never scored and the output layer
+    over the vocabulary is a large share of a small model's work. ``module`` is a
+    causal LM returning ``.logits`` (or its DDP / compiled wrapper). ``log pi`` is taken
+    as ``logit - logsumexp(logits)`` in float32, even under bf16 autocast: log-probs
+    summed over a hundred tokens lose their meaning in bfloat16's 8-bit mantissa.
     """
-    logits = module(input_ids=batch.input_ids).logits[:, :-1].float()
-    targets = batch.input_ids[:, 1:]
-    picked = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
-    return picked * batch.response_mask[:, 1:]
+    columns = batch.response_mask.any(0).nonzero()
+    first = max(int(columns[0]) - 1, 0) if len(columns) else batch.input_ids.shape[1] - 1
+    keep = batch.input_ids.shape[1] - first
+    logits = module(input_ids=batch.input_ids, logits_to_keep=keep).logits[:, :-1].float()
+    targets = batch.input_ids[:, first + 1 :]
+    picked = torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    return picked * batch.response_mask[:, first + 1 :]
 
 
 def sequence_logprobs(module, batch: SequenceBatch) -> torch.Tensor:
