@@ -3,6 +3,7 @@
 Each module has one job and imports only from modules below it:
 
     results                   notebooks record their key numbers and figures
+    uncertainty               standard errors, Student-t and paired bootstrap intervals
     runtime                   device, precision, local random state, processes (DDP), checkpoints
     losses                    preference losses as pure functions (BT, conservative, unbiased)
     bradley_terry             Chapter 01: BT fitting, Elo, arenas, bootstrap
@@ -18,6 +19,9 @@ Each module has one job and imports only from modules below it:
     collaborative             Chapters 04-05: two reward models trained together (ensemble, CRM), an epoch plan
     reproduction              Chapter 05: the CRM grid (method x noise x seed), one cell at a time
     mixtures                  Chapter 06: mixtures of BT heads with a context router (MiCRo-style), a learner
+    policy/                   Chapter 07: the course's own policy: tokenizer, GPT-2 model, KV-cache sampler,
+                              sequences and log-probs, SFT and DPO learners, on-policy pairs, gold-judge
+                              evaluation, DPO methods under label noise (CRM-DPO)
     tooling/                  running, checking, exercise generation, grading
 
 Functions name the chapter that introduces them ("Defined in Chapter NN"), so a

@@ -366,3 +366,28 @@ def test_variable_the_loader_cannot_rebuild_is_reported_when_missing(test_server
 def test_honest_variables_reach_the_test(test_server):
     reply = test_server("honest", HONEST)
     assert reply["status"] == "passed", reply
+
+
+@pytest.mark.parametrize("assignment", ["07_dpo"])
+def test_newest_chapter_solution_scores_full_marks_and_its_exercise_zero(root, tmp_path, assignment):
+    """The grader on a chapter's own exercise: the solution earns every point, the untouched exercise none."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    exercise = read_notebook(root / "exercises" / f"{assignment}.ipynb")
+    solution = read_notebook(root / "solutions" / f"{assignment}.ipynb")
+    write_notebook(exercise, folder / "untouched.ipynb")
+    for cell in exercise.cells:  # the learner's copy, every exercise cell filled in from the solution
+        if cell.cell_type == "code" and "NotImplementedError" in cell.source:
+            marker = cell.source.lstrip().split("(")[0]
+            cell.source = next(c.source for c in solution.cells if c.cell_type == "code" and c.source.lstrip().startswith(marker))
+    write_notebook(exercise, folder / "solved.ipynb")
+    output = tmp_path / "grades"
+    code = course_main(["grade", str(folder), "--output", str(output), "--assignment", assignment,
+                        "--cell-timeout", "60", "--timeout", "300"])
+    assert code == 0
+    records = {Path(r["submission"]).stem: r for r in json.loads((output / "grades.json").read_text())}
+    maximum = sum(c.points for c in graded_cells(solution))
+    assert records["solved"]["max_score"] == maximum >= 6
+    assert records["solved"]["score"] == maximum, records["solved"]["questions"]
+    assert records["untouched"]["score"] == 0
+    assert all("NotImplementedError" in q["message"] for q in records["untouched"]["questions"])
