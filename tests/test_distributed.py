@@ -49,3 +49,18 @@ def test_selections_are_made_on_the_gathered_global_batch(runs):
     assert torch.equal(two["crm_selected_b"], one["crm_selected_b"])
     kept = one["crm_selected_a"].sum(dim=1).tolist()
     assert kept[0] == 40 and kept[1] < 40, "epoch 0 keeps every pair, later epochs drop the hardest"
+
+
+def test_dpo_and_crm_dpo_train_alike_in_two_processes(tmp_path):
+    """Chapter 07's learners on the same DDP path: DPO's per-pair margins and losses, and CRM-DPO's selections."""
+    worker = Path(__file__).with_name("distributed_dpo_worker.py")
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    run([sys.executable, str(worker), str(one)], tmp_path)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(worker), str(two)], tmp_path)
+    one, two = torch.load(one, weights_only=False), torch.load(two, weights_only=False)
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for name in ("single_margins", "single_step_loss", "single_log_ratios", "crm_margins_b"):
+        torch.testing.assert_close(two[name], one[name], rtol=1e-3, atol=1e-4, msg=name)
+    assert torch.equal(two["crm_selected_a"], one["crm_selected_a"])
+    assert torch.equal(two["crm_selected_b"], one["crm_selected_b"])
+    assert one["crm_selected_a"][1].sum() < 24, "after the ramp each policy is updated on a selection"

@@ -24,7 +24,7 @@ import torch
 
 from ..losses import DPO_LOSS_TYPES, dpo_implied_rewards, dpo_loss, rpo_nll_loss
 from ..loop import StepOutput
-from ..runtime import fingerprint, single_threaded
+from ..runtime import all_reduce_sum, fingerprint, single_threaded
 from .logprobs import score_sequences, sequence_logprobs
 from .sequences import Sequences
 from .sft import PolicyLearner, PolicyTrainingConfig, RowBatch
@@ -98,7 +98,7 @@ class DPOTrainer(PolicyLearner):
         response_tokens = torch.tensor([len(ids) - start for ids, start in zip(self.data.ids, self.data.starts)])
         self.response_tokens = response_tokens.view(2, n_pairs).T.float()
         self.log_ratios: list[tuple[int, float, float]] = []
-        self._last_ratios: tuple[float, float] | None = None
+        self._last_ratios: torch.Tensor | None = None  # sums of the batch's log-ratios (chosen, rejected) and its size
 
     def make_batch(self, indices) -> RowBatch:
         rows = torch.as_tensor(indices)
@@ -117,12 +117,13 @@ class DPOTrainer(PolicyLearner):
         if config.rpo_alpha:
             losses = losses + config.rpo_alpha * rpo_nll_loss(chosen, tokens[:, 0], "none")
         implied = dpo_implied_rewards(torch.stack([chosen, rejected], 1).detach(), reference, config.beta)
-        self._last_ratios = tuple((implied / config.beta).mean(0).tolist())
+        self._last_ratios = torch.cat([(implied / config.beta).sum(0), implied.new_tensor([len(implied)])])
         return StepOutput(losses, None, {"margin": implied[:, 0] - implied[:, 1]}, BATCH_FLOORS.get(config.loss_type))
 
     def train_step(self, batch, pair_weights=None, total_weight=None):
         loss = super().train_step(batch, pair_weights, total_weight)
-        self.log_ratios.append((self.global_step, *self._last_ratios))
+        chosen, rejected, n = all_reduce_sum(self._last_ratios).tolist()  # the global batch's means, every process
+        self.log_ratios.append((self.global_step, chosen / n, rejected / n))
         return loss
 
     @torch.no_grad()
