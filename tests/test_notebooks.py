@@ -67,6 +67,13 @@ CLAIMS = {
         # crm_gain_40 is +0.005 +- 0.027 at smoke size: tests/test_claims.py checks it over 3 seeds.
         ("eta_estimate_mae_anchor", operator.lt, 0.12),  # 0.040 +- 0.038 (0.100 at seed 3)
     ],
+    "07_dpo": [
+        # The smoke profile checks mechanics only (a 1-layer policy, a few dozen steps): the DPO
+        # derivation holds numerically, the tokenizer round-trips, and every section runs.
+        ("dpo_equals_bt_at_optimum", operator.lt, 1e-6),
+        ("optimum_beats_others", operator.gt, 0.0),
+        ("tokenizer_round_trip", operator.ge, 1.0),
+    ],
     "06_personalized_mixtures": [
         ("intransitive_gap", operator.gt, 0.6),  # 0.693 at every seed
         ("heads_used", operator.ge, 2),  # 5.8 +- 0.4

@@ -164,7 +164,7 @@ def test_build_policy_is_seeded_tied_and_leaves_global_rng_alone(tokenizer):
     assert torch.equal(first.transformer.wte.weight, again.transformer.wte.weight)
     assert not torch.equal(first.transformer.wte.weight, build_policy(TINY, tokenizer, seed=4).transformer.wte.weight)
     assert first.lm_head.weight is first.transformer.wte.weight
-    assert first.config.vocab_size == tokenizer.vocab_size and first.config.pad_token_id == tokenizer.pad_id
+    assert first.config.vocab_size == tokenizer.vocab_size and first.config.eos_token_id == tokenizer.eos_id
     assert first.config._attn_implementation in ("sdpa", "eager")
 
 

@@ -98,7 +98,7 @@ def evaluate_policy(model, tokenizer, prompts, *, reference=None, max_new_tokens
     if reference is not None:
         policy_logps = np.array([sum(lp) for lp in completions.logprobs])
         sequences = Sequences([tokenizer.prompt_ids(p) for p in texts], completions.token_ids, tokenizer.pad_id,
-                              max_length=10**9, name="evaluated answers")
+                              max_length=reference.config.n_positions, name="evaluated answers")
         reference_logps = score_sequences(reference, sequences, batch_size=batch_size, device=device,
                                           precision=precision).numpy()
         frame["log_ratio"] = policy_logps - reference_logps

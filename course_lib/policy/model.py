@@ -89,7 +89,11 @@ def build_policy(config: PolicyConfig, tokenizer: PolicyTokenizer, seed: int = 0
         tie_word_embeddings=True,
         bos_token_id=tokenizer.eos_id,
         eos_token_id=tokenizer.eos_id,
-        pad_token_id=tokenizer.pad_id,
+        # No pad token in the model's config: training batches are padded on the right, where
+        # causal attention never looks, so they need no attention mask (and the fast causal
+        # kernel applies); the sampler passes its own mask. transformers would otherwise warn
+        # about a missing mask on every right-padded batch. The tokenizer holds the pad id.
+        pad_token_id=None,
     )
     try:  # PyTorch's fused attention (SDPA), or the plain eager attention where SDPA is unavailable
         gpt2._attn_implementation = "sdpa"
