@@ -219,8 +219,11 @@ def test_crm_dpo_updates_each_policy_on_its_peers_selection(tokenizer, pairs, sf
     noisy = flip_labels(pairs, 0.4, seed=0)
     config = dpo_config(epochs=3)
     scores = ReferenceScores(sft_policy, tokenizer, noisy, config)
-    policies = train_dpo_method("crm_dpo", sft_policy, tokenizer, noisy, config, 0.4, scores, ramp_epochs=1)
-    assert len(policies) == 2
+    run = train_dpo_method("crm_dpo", sft_policy, tokenizer, noisy, config, 0.4, scores, ramp_epochs=1)
+    policies = [trainer.model for trainer in run.trainers]
+    assert len(policies) == 2 and run.policy is policies[0]
+    kept = run.selections.selected_a.float().mean(1)
+    assert kept[0] == 0.5 and kept[1] == pytest.approx(0.6, abs=0.05), "split warm-up, then 1 - eta of each batch"
     assert any(not torch.equal(a, b) for a, b in zip(policies[0].parameters(), policies[1].parameters()))
     with pytest.raises(ValueError, match="rm_relabel needs a scorer"):
         train_dpo_method("rm_relabel", sft_policy, tokenizer, noisy, config, 0.4, scores)

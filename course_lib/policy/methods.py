@@ -28,11 +28,11 @@ Defined in Chapter 07.
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..collaborative import CollaborativeConfig, train_two_models
+from ..collaborative import CollaborativeConfig, CollaborativeHistory, train_two_models
 from .dpo import DPOConfig, DPOTrainer
 from .logprobs import score_sequences
 from .onpolicy import relabel_pairs
@@ -60,10 +60,25 @@ class ReferenceScores:
             raise ValueError(f"ReferenceScores: no reference log-prob for {missing}; build the table on these pairs") from None
 
 
+@dataclass
+class MethodRun:
+    """What :func:`train_dpo_method` trained: the trainers (``trainers[i].model`` is policy ``i``), the
+    pairs they trained on (relabelled for ``rm_relabel``), and a peer method's selections."""
+
+    trainers: list[DPOTrainer]
+    pairs: object
+    selections: CollaborativeHistory | None = None
+
+    @property
+    def policy(self):
+        """The (first) trained policy."""
+        return self.trainers[0].model
+
+
 def train_dpo_method(method: str, reference, tokenizer, pairs, config: DPOConfig, eta: float,
                      reference_scores: ReferenceScores | None = None, scorer=None, ramp_epochs: int = 1,
                      progress: bool = False):
-    """Train ``method`` from a copy of ``reference`` on ``pairs``; returns the trained policies (two for the peer methods).
+    """Train ``method`` from a copy of ``reference`` on ``pairs``; returns a :class:`MethodRun` (two policies for the peer methods).
 
     ``config.seed`` seeds the run (the second policy of a peer method uses
     ``seed + 1``); ``eta`` is the flip rate the method is told; ``scorer`` is the
@@ -88,9 +103,9 @@ def train_dpo_method(method: str, reference, tokenizer, pairs, config: DPOConfig
     if method not in ("self_review_dpo", "crm_dpo"):
         single = trainer(config.seed)
         single.fit()
-        return [single.model]
+        return MethodRun([single], pairs)
     first, second = trainer(config.seed), trainer(config.seed + 1)
     rule = "peer_review" if method == "crm_dpo" else "self_review"
     settings = CollaborativeConfig(rule, eta, ramp_epochs, curriculum=method == "crm_dpo", split_warmup=True)
-    train_two_models(first, second, settings, progress=progress)
-    return [first.model, second.model]
+    selections = train_two_models(first, second, settings, progress=progress)
+    return MethodRun([first, second], pairs, selections)
