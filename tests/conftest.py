@@ -15,6 +15,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Two test workers (and the notebook kernels they start) share two cores: one torch thread each.
+# Two threads per process would oversubscribe the cores, and torch's threads spin-wait for each
+# other, which slows the small models of Chapter 07 many times over.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

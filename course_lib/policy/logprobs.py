@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..progress import tqdm
-from ..runtime import autocast, single_threaded
+from ..runtime import autocast
 from .sequences import SequenceBatch, Sequences
 
 
@@ -61,7 +61,7 @@ def score_sequences(model, sequences: Sequences, *, batch_size: int = 64, device
     result = torch.empty(len(sequences), dtype=torch.float32)
     device = torch.device(device)
     for rows in tqdm(order.split(batch_size), disable=not progress, desc="log-probs"):
-        with autocast(device, precision), single_threaded(device.type == "cpu"):
+        with autocast(device, precision):
             result[rows] = sequence_logprobs(model, sequences.batch(rows).to(device)).float().cpu()
     model.train(was_training)
     return result

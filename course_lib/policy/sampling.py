@@ -37,7 +37,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
 from ..progress import tqdm
-from ..runtime import autocast, check_precision, resolve_device, single_threaded
+from ..runtime import autocast, check_precision, resolve_device
 from .tokenizer import PolicyTokenizer
 
 CACHES = ("dynamic", "static")
@@ -209,7 +209,7 @@ def generate(model: PreTrainedModel, tokenizer: PolicyTokenizer, prompts: list[s
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast(device, precision), single_threaded(device.type == "cpu"):
+        with torch.inference_mode(), autocast(device, precision):
             starts = range(0, len(order), batch_size)
             for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
                 batch = order[start:start + batch_size]
