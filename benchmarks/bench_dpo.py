@@ -381,7 +381,9 @@ Reference log-probs: {s["reference_log_probs"]}.
 **course_lib / TRL: {report["ratio_course_lib_over_trl"]:.2f}x**, the median of the per-repeat ratios
 {", ".join(f"{r:.2f}" for r in ratios)} (range {min(ratios):.2f}-{max(ratios):.2f}). First-batch losses differ by
 {report["first_batch_loss_abs_difference"]:.1e}. Load average (1 min) after each run, a sign of other jobs on the
-machine: course_lib {loads(ours)}, TRL {loads(theirs)} (runs in the order above).
+machine: course_lib {loads(ours)}, TRL {loads(theirs)} (runs in the order above). Other jobs slow the two
+sides unevenly (on this 2-core machine, runs next to other jobs gave ratios from 1.6x to 10x): compare runs
+whose load average stays near the benchmark's own thread count.
 {gpu_command}"""
 
 
