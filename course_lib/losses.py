@@ -68,8 +68,8 @@ def conservative_bradley_terry_loss(
 ) -> torch.Tensor:
     r"""BT loss with label smoothing ("conservative" BT, as cDPO).
 
-    Mitchell (2023), "A note on DPO with noisy preferences" (cDPO); TRL's DPO
-    ``loss_type="sigmoid"`` with ``label_smoothing``. With flip probability
+    Mitchell (2023), "A note on DPO with noisy preferences" (cDPO; TRL's DPO
+    ``loss_type="sigmoid"`` with ``label_smoothing`` before trl 1.0, which dropped it). With flip probability
     :math:`\varepsilon` believed for every label,
 
     .. math::
@@ -216,7 +216,10 @@ def rpo_nll_loss(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor, reduc
     :math:`\alpha \cdot \big(-\frac{1}{|y_c|}\log\pi_\theta(y_c|x)\big)` to the DPO loss keeps
     the chosen response likely. Plain DPO only widens the *gap* between chosen and
     rejected; on pairs far from what the policy writes it can lower both (likelihood
-    displacement, Razin et al. 2024) and drift off the data. TRL's ``rpo_alpha``.
+    displacement, Razin et al. 2024) and drift off the data. TRL's ``rpo_alpha`` before
+    trl 1.0; trl 1.x writes it as ``loss_type=["sigmoid", "sft"]`` with ``loss_weights=[1, alpha]``,
+    whose NLL is a token mean over the whole batch rather than a mean of per-answer means
+    (``tests/test_dpo_trl.py`` checks both against each other).
 
     ``chosen_logps``: summed log-probs of the chosen responses; ``chosen_lengths``: their
     token counts.

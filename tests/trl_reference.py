@@ -27,7 +27,7 @@ def trl_dpo_loss(loss_type: str, chosen_scores: torch.Tensor, rejected_scores: t
     inputs = {
         "input_ids": torch.zeros(2 * n, 2, dtype=torch.long),
         "attention_mask": torch.ones(2 * n, 2, dtype=torch.long),
-        "completion_mask": torch.ones(2 * n, 2, dtype=torch.long),  # one completion token per sequence
+        "completion_mask": torch.tensor([[0, 1]]).repeat(2 * n, 1),  # one completion token per sequence
         "ref_chosen_logps": torch.zeros(n, dtype=torch.float64),
         "ref_rejected_logps": torch.zeros(n, dtype=torch.float64),
     }

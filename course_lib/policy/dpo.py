@@ -35,7 +35,8 @@ BATCH_FLOORS = {"robust": 0.0}
 
 @dataclass
 class DPOConfig(PolicyTrainingConfig):
-    """DPO settings (TRL's ``DPOConfig`` names), on top of :class:`PolicyTrainingConfig`.
+    """DPO settings (the names of TRL's ``DPOConfig``; ``rpo_alpha`` as TRL had it before 1.0), on top of
+    :class:`PolicyTrainingConfig`.
 
     ``beta``: strength of the KL regularisation (smaller: the policy may move further);
     ``loss_type``: ``"sigmoid"`` (DPO; cDPO with ``label_smoothing`` > 0), ``"robust"``
