@@ -7,9 +7,9 @@
    "sigmoid" loss (it has no cDPO any more), so cDPO is checked as TRL's sigmoid loss on
    the label and on the flipped label, mixed 0.8 : 0.2. TRL's IPO divides each log-ratio
    by the sequence's completion-token count, which it reads from ``completion_mask``
-   (not from the log-prob columns); the stand-in's mask marks both of its two positions,
-   so TRL halves the stand-in's log-ratios. The test reads the count from the mask TRL
-   was given, so it holds for any stand-in.
+   (not from the log-prob columns); the stand-in marks one completion token per
+   sequence, so the count is 1. The test reads the count from the mask TRL was given,
+   so it holds for any stand-in.
 2. End to end on a tiny GPT-2 and 8 world pairs, the course's ``DPOTrainer`` and TRL's
    real ``trl.DPOTrainer`` give the same loss on the same batch, for sigmoid, robust
    (label_smoothing 0.2) and IPO. What makes them agree:
