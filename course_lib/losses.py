@@ -230,3 +230,188 @@ def rpo_nll_loss(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor, reduc
         raise ValueError(f"rpo_nll_loss: chosen_logps {tuple(chosen_logps.shape)} and chosen_lengths "
                          f"{tuple(chosen_lengths.shape)} must have one shape")
     return reduce_losses(-chosen_logps / chosen_lengths.clamp_min(1), reduction, "rpo_nll_loss")
+
+
+# ---------------------------------------------------------------- the GRPO family (Chapter 08)
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+ADVANTAGE_SCALES = ("group", "batch", "none")
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-4) -> torch.Tensor:
+    r"""Group-relative advantages: each completion's reward against the other completions of its prompt.
+
+    ``rewards`` has shape ``(n_prompts * group_size,)`` in group-contiguous order (the
+    ``group_size`` completions of prompt 0, then those of prompt 1, ...). With
+    :math:`\bar r_g` the mean reward of completion :math:`i`'s group :math:`g`:
+
+    .. math::
+
+        A_i = \frac{r_i - \bar r_g}{s + \epsilon}
+
+    - ``scale="group"``, **GRPO** (Shao et al. 2024, "DeepSeekMath: Pushing the Limits of
+      Mathematical Reasoning in Open Language Models"): :math:`s` is the std of group :math:`g`.
+      The mean is a baseline learned from nothing: no value network.
+    - ``scale="batch"``: :math:`s` is the std of all the batch's rewards (TRL's ``"batch"``;
+      Liu et al. 2025, "Part I: Tricks or Traps? A Deep Dive into RL for LLM Reasoning").
+      The baseline is still the group mean.
+    - ``scale="none"``, **Dr. GRPO** (Liu et al. 2025, "Understanding R1-Zero-Like Training:
+      A Critical Perspective"): :math:`A_i = r_i - \bar r_g`, no division and no ``eps``.
+      Dividing by the group std up-weights prompts whose completions nearly all agree (too
+      easy or too hard): a question-level difficulty bias.
+
+    Conventions, exactly as TRL's ``GRPOTrainer`` (trl 1.16, ``_generate_and_score_completions``):
+    the std is the **unbiased** one (Bessel's correction, ``n - 1``; TRL's ``nanstd``), and
+    ``eps`` is added to the std, outside the square root (``(r - mean) / (std + eps)``). A
+    group whose rewards are all equal gets advantage 0 everywhere. With one completion per
+    group (``scale="group"``) or one reward in all (``scale="batch"``) the std is taken as 0,
+    as TRL does, so the advantage is 0 rather than NaN.
+
+    Defined in Chapter 08.
+    """
+    if rewards.dim() != 1:
+        raise ValueError(f"group_advantages: rewards must be 1-D (n_prompts * group_size,), got shape "
+                         f"{tuple(rewards.shape)}")
+    if not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_advantages: group_size must be a positive int, got {group_size!r}")
+    if rewards.numel() % group_size != 0:
+        raise ValueError(f"group_advantages: {rewards.numel()} rewards cannot be split into groups of {group_size} "
+                         f"(the length must be divisible by group_size)")
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"group_advantages: scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
+    grouped = rewards.view(-1, group_size)
+    advantages = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+    if scale == "none":
+        return advantages
+    if scale == "group":
+        std = grouped.std(dim=1, unbiased=True).repeat_interleave(group_size) if group_size > 1 else \
+            torch.zeros_like(rewards)
+    else:
+        std = rewards.std(unbiased=True).expand_as(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+    return advantages / (std + eps)
+
+
+def k3_kl(logps: torch.Tensor, reference_logps: torch.Tensor) -> torch.Tensor:
+    r"""Per-token k3 estimate of :math:`KL(\pi_\theta \| \pi_{ref})` from tokens sampled from :math:`\pi_\theta`.
+
+    Schulman (2020), "Approximating KL Divergence" (blog note); used by GRPO (Shao et al.
+    2024) and TRL's ``GRPOTrainer`` for its ``beta`` term. With
+    :math:`\log\rho = \log\pi_{ref}(y_t) - \log\pi_\theta(y_t)`:
+
+    .. math::
+
+        k_3 = e^{\log\rho} - \log\rho - 1
+
+    It is :math:`\ge 0` for every token (:math:`e^x \ge 1 + x`), 0 where the two log-probs
+    are equal, and unbiased: :math:`E_{y\sim\pi_\theta}[\rho] = 1`, so
+    :math:`E[k_3] = E[-\log\rho] = KL(\pi_\theta\|\pi_{ref})`. It has far lower variance than
+    the plain :math:`-\log\rho` (k1), which is negative on many tokens.
+
+    Defined in Chapter 08.
+    """
+    if logps.shape != reference_logps.shape:
+        raise ValueError(f"k3_kl: logps {tuple(logps.shape)} and reference_logps {tuple(reference_logps.shape)} "
+                         f"must have one shape")
+    log_ratio = reference_logps - logps
+    return torch.exp(log_ratio) - log_ratio - 1
+
+
+def grpo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor | None,
+    advantages: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    reference_logps: torch.Tensor | None = None,
+    beta: float = 0.0,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    loss_type: str = "grpo",
+    max_completion_length: int | None = None,
+) -> torch.Tensor:
+    r"""The GRPO family's clipped policy loss on per-token log-probs; returns the scalar loss.
+
+    ``logps``, ``old_logps``, ``reference_logps``, ``completion_mask``: ``(B, T)``, the
+    completion tokens' log-probs under the policy being trained, under the policy that
+    sampled them, under the frozen reference, and 1 for real (0 for padding) tokens.
+    ``advantages``: ``(B,)``, one per completion (:func:`group_advantages`).
+    ``old_logps=None`` means one update per batch (``old_logps = logps.detach()``, ratio 1
+    in value, gradient of :math:`A\,\nabla\log\pi`).
+
+    Per token, with the importance ratio :math:`r_t = \pi_\theta(y_t)/\pi_{old}(y_t)`
+    (PPO's clipped surrogate: Schulman et al. 2017, "Proximal Policy Optimization
+    Algorithms"):
+
+    .. math::
+
+        \ell_t = -\min\big(r_t A,\ \mathrm{clip}(r_t, 1-\varepsilon_{low}, 1+\varepsilon_{high})\,A\big)
+                 + \beta\, k_3(\pi_\theta, \pi_{ref})_t
+
+    (:func:`k3_kl`; the KL term only when ``reference_logps`` is given; ``beta > 0`` needs it).
+    ``epsilon_high > epsilon_low`` is DAPO's "clip-higher" (0.28 in the paper). With
+    :math:`m` the mask and :math:`|o_i| = \sum_t m_{it}`, the reductions:
+
+    - ``"grpo"`` (Shao et al. 2024, DeepSeekMath):
+      :math:`\frac1B\sum_i \frac{1}{|o_i|}\sum_t m_{it}\ell_{it}` -- each sequence's token
+      mean, then the mean over sequences. Every completion weighs the same whatever its
+      length, so each token of a long completion counts less: long wrong answers are
+      punished less per token and short right ones rewarded more (the length bias Dr. GRPO
+      points out).
+    - ``"bnpo"``: :math:`\frac{\sum_{i,t} m_{it}\ell_{it}}{\sum_{i,t} m_{it}}` -- token mean
+      over the (local) batch.
+    - ``"dr_grpo"`` (Liu et al. 2025, "Understanding R1-Zero-Like Training: A Critical
+      Perspective"): :math:`\frac{\sum_{i,t} m_{it}\ell_{it}}{B \cdot L_{max}}` with the
+      constant :math:`L_{max}` = ``max_completion_length`` (required): no length
+      normalisation at all.
+    - ``"dapo"`` (Yu et al. 2025, "DAPO: An Open-Source LLM Reinforcement Learning System at
+      Scale"): token-level mean :math:`\frac{\sum_{i,t} m_{it}\ell_{it}}{\sum_{i,t} m_{it}}`.
+      For one process and one micro-batch this is exactly ``"bnpo"``. They differ only in
+      what the count spans: TRL 1.16's ``"dapo"`` (its default) divides by the token count
+      of the whole *generation* batch, over all processes and accumulation steps
+      (``num_items_in_batch``), so every token in an optimizer step weighs the same; its
+      ``"bnpo"`` divides each micro-batch by its own count.
+
+    The masked tokens are excluded from every sum; a completion with no tokens counts as
+    one token (TRL's ``clamp(min=1)``). Checked against TRL's ``GRPOTrainer._compute_loss``
+    (``tests/test_grpo_losses.py``).
+
+    Defined in Chapter 08.
+    """
+    if logps.dim() != 2:
+        raise ValueError(f"grpo_loss: logps must be (B, T), got shape {tuple(logps.shape)}")
+    named = {"old_logps": old_logps, "completion_mask": completion_mask, "reference_logps": reference_logps}
+    for name, tensor in named.items():
+        if tensor is not None and tensor.shape != logps.shape:
+            raise ValueError(f"grpo_loss: {name} has shape {tuple(tensor.shape)} but logps has "
+                             f"{tuple(logps.shape)}; they must match")
+    if advantages.shape != logps.shape[:1]:
+        raise ValueError(f"grpo_loss: advantages must be (B,) = ({logps.shape[0]},), one per completion, got "
+                         f"{tuple(advantages.shape)}")
+    if loss_type not in GRPO_LOSS_TYPES:
+        raise ValueError(f"grpo_loss: loss_type must be one of {GRPO_LOSS_TYPES}, got {loss_type!r}")
+    if loss_type == "dr_grpo" and (max_completion_length is None or max_completion_length < 1):
+        raise ValueError(f"grpo_loss: loss_type='dr_grpo' needs max_completion_length >= 1 (the constant "
+                         f"normaliser), got {max_completion_length!r}")
+    if not (0.0 <= epsilon_low < 1.0) or epsilon_high < 0.0:
+        raise ValueError(f"grpo_loss: need 0 <= epsilon_low < 1 and epsilon_high >= 0, got epsilon_low="
+                         f"{epsilon_low}, epsilon_high={epsilon_high}")
+    if beta < 0:
+        raise ValueError(f"grpo_loss: beta must be >= 0, got {beta}")
+    if beta != 0.0 and reference_logps is None:
+        raise ValueError(f"grpo_loss: beta={beta} needs reference_logps for the KL term")
+
+    if old_logps is None:
+        old_logps = logps.detach()
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
+    advantage = advantages.unsqueeze(1)
+    per_token = -torch.min(ratio * advantage, clipped * advantage)
+    if reference_logps is not None and beta != 0.0:
+        per_token = per_token + beta * k3_kl(logps, reference_logps)
+
+    mask = completion_mask.to(per_token.dtype)
+    masked = per_token * mask
+    if loss_type == "grpo":
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if loss_type == "dr_grpo":
+        return masked.sum() / (logps.shape[0] * max_completion_length)
+    return masked.sum() / mask.sum().clamp(min=1.0)  # "bnpo" and, on one process and micro-batch, "dapo"
