@@ -7,10 +7,14 @@
    ``old_per_token_logps`` and uses ``per_token_logps.detach()``) and off-policy (old log-probs
    0.5 nats away on average, so that many ratios leave the clip range: asserted with TRL's own
    ``clip_ratio/region_mean`` metric). The completion mask is ragged, with one empty
-   completion (TRL's ``clamp(min=1)``). Inputs are float64; the tolerance is 1e-6.
+   completion (TRL's ``clamp(min=1)``). Inputs are float64; the tolerance is 1e-6. Measured:
+   the losses and gradients are bit-identical in all 16 cases (max difference 0.0); the
+   off-policy batches clip 23-39% of tokens (TRL's metric).
 2. :func:`course_lib.losses.group_advantages` equals TRL's advantages, computed by TRL's own
    source lines (``trl_group_advantages``), for ``scale_rewards`` group / batch / none,
-   including a group whose rewards are all equal and groups of one.
+   including a group whose rewards are all equal and groups of one. Both use the unbiased
+   std with ``eps`` added outside the square root. float32: max difference 2.4e-7; float64:
+   3.1e-8, because TRL's ``nanstd`` computes Bessel's factor in float32 (see the test).
 3. :func:`course_lib.losses.k3_kl` is non-negative, zero on equal log-probs, and unbiased for
    the KL of two categorical distributions (Monte Carlo).
 4. Bad inputs raise ``ValueError`` naming the problem.
