@@ -9,6 +9,7 @@ CRM-DPO (two policies, peer selection on gathered per-pair losses, the curriculu
 from __future__ import annotations
 
 import copy
+import os
 import sys
 
 import torch
@@ -41,6 +42,8 @@ def main(output: str) -> None:
     }
     if world()[0] == 0:
         torch.save(result, output)
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: a gloo group torn down at exit can abort the process (SIGABRT)
 
 
 if __name__ == "__main__":
