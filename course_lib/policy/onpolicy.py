@@ -40,16 +40,14 @@ def on_policy_pairs(policy, tokenizer, prompts, *, scorer=gold_rewards, max_new_
     scores = [np.asarray(scorer(texts, a), dtype=np.float64) for a in answers]
     gold = scores if scorer is gold_rewards else [gold_rewards(texts, a) for a in answers]
     keep = [i for i in range(len(texts)) if scores[0][i] != scores[1][i] and answers[0][i] != answers[1][i]]
-    first_wins = [scores[0][i] > scores[1][i] for i in keep]
-    pick = lambda pair, wins: [pair[0][i] if w else pair[1][i] for i, w in zip(keep, wins)]  # noqa: E731
-    losers = [not w for w in first_wins]
+    better = [0 if scores[0][i] > scores[1][i] else 1 for i in keep]  # which sample wins each kept prompt
     return Dataset.from_dict({
         "prompt": [texts[i] for i in keep],
         "category": [categories[i] for i in keep],
-        "chosen": pick(answers, first_wins),
-        "rejected": pick(answers, losers),
-        "gold_chosen": pick(gold, first_wins),
-        "gold_rejected": pick(gold, losers),
+        "chosen": [answers[b][i] for i, b in zip(keep, better)],
+        "rejected": [answers[1 - b][i] for i, b in zip(keep, better)],
+        "gold_chosen": [float(gold[b][i]) for i, b in zip(keep, better)],
+        "gold_rejected": [float(gold[1 - b][i]) for i, b in zip(keep, better)],
         "is_flipped": [False] * len(keep),
     })
 
