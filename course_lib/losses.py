@@ -327,6 +327,7 @@ def grpo_loss(
     epsilon_high: float = 0.2,
     loss_type: str = "grpo",
     max_completion_length: int | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     r"""The GRPO family's clipped policy loss on per-token log-probs; returns the scalar loss.
 
@@ -374,6 +375,10 @@ def grpo_loss(
     one token (TRL's ``clamp(min=1)``). Checked against TRL's ``GRPOTrainer._compute_loss``
     (``tests/test_grpo_losses.py``).
 
+    ``reduction="none"`` returns each completion's share instead, ``(B,)``, whose mean is
+    the loss (e.g. ``"dapo"``: :math:`B\sum_t m_{it}\ell_{it} / \sum_{i,t} m_{it}`); the
+    course's training loop averages per-row losses.
+
     Defined in Chapter 08.
     """
     if logps.dim() != 2:
@@ -396,6 +401,8 @@ def grpo_loss(
                          f"{epsilon_low}, epsilon_high={epsilon_high}")
     if beta < 0:
         raise ValueError(f"grpo_loss: beta must be >= 0, got {beta}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"grpo_loss: reduction must be 'mean' or 'none', got {reduction!r}")
     if beta != 0.0 and reference_logps is None:
         raise ValueError(f"grpo_loss: beta={beta} needs reference_logps for the KL term")
 
@@ -409,9 +416,11 @@ def grpo_loss(
         per_token = per_token + beta * k3_kl(logps, reference_logps)
 
     mask = completion_mask.to(per_token.dtype)
-    masked = per_token * mask
+    sequence_sums = (per_token * mask).sum(-1)
     if loss_type == "grpo":
-        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    if loss_type == "dr_grpo":
-        return masked.sum() / (logps.shape[0] * max_completion_length)
-    return masked.sum() / mask.sum().clamp(min=1.0)  # "bnpo" and, on one process and micro-batch, "dapo"
+        shares = sequence_sums / mask.sum(-1).clamp(min=1.0)
+    elif loss_type == "dr_grpo":
+        shares = sequence_sums / max_completion_length
+    else:  # "bnpo" and, on one process and micro-batch, "dapo": the batch's token mean
+        shares = sequence_sums * (logps.shape[0] / mask.sum().clamp(min=1.0))
+    return shares.mean() if reduction == "mean" else shares

@@ -27,13 +27,26 @@ def token_logprobs(module, batch: SequenceBatch) -> torch.Tensor:
     as ``logit - logsumexp(logits)`` in float32, even under bf16 autocast: log-probs
     summed over a hundred tokens lose their meaning in bfloat16's 8-bit mantissa.
     """
-    columns = batch.response_mask.any(0).nonzero()
-    first = max(int(columns[0]) - 1, 0) if len(columns) else batch.input_ids.shape[1] - 1
+    first = _first_logit(batch)
     keep = batch.input_ids.shape[1] - first
     logits = module(input_ids=batch.input_ids, logits_to_keep=keep).logits[:, :-1].float()
     targets = batch.input_ids[:, first + 1 :]
     picked = torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
     return picked * batch.response_mask[:, first + 1 :]
+
+
+def _first_logit(batch: SequenceBatch) -> int:
+    """The position whose logits predict the batch's earliest response token."""
+    columns = batch.response_mask.any(0).nonzero()
+    return max(int(columns[0]) - 1, 0) if len(columns) else batch.input_ids.shape[1] - 1
+
+
+def response_token_mask(batch: SequenceBatch) -> torch.Tensor:
+    """1 where a column of :func:`token_logprobs` is a response token, 0 elsewhere: ``(rows, columns)``.
+
+    Defined in Chapter 08.
+    """
+    return batch.response_mask[:, _first_logit(batch) + 1 :]
 
 
 def sequence_logprobs(module, batch: SequenceBatch) -> torch.Tensor:

@@ -89,17 +89,21 @@ class RowBatch:
 class PolicyLearner(Learner):
     """A causal-LM policy on the training loop: sequences, length-grouped order, optional compile.
 
-    Subclasses (:class:`SFTTrainer`, :class:`course_lib.policy.dpo.DPOTrainer`) write
-    ``make_batch`` and ``forward``; ``lengths`` (one per row) groups rows of similar
-    length into batches.
+    Subclasses (:class:`SFTTrainer`, :class:`course_lib.policy.dpo.DPOTrainer`,
+    :class:`course_lib.policy.grpo.GRPOTrainer`) write ``make_batch`` and ``forward``;
+    ``lengths`` (one per row) groups rows of similar length into batches;
+    ``updates_per_batch``: optimizer steps per batch (GRPO's ``num_iterations``), for
+    the scheduler's length.
 
     Defined in Chapter 07.
     """
 
-    def __init__(self, model, config: PolicyTrainingConfig, n_rows: int, lengths: torch.Tensor):
+    def __init__(self, model, config: PolicyTrainingConfig, n_rows: int, lengths: torch.Tensor,
+                 updates_per_batch: int = 1):
         self.config, self.lengths = config, lengths
+        total_steps = steps_per_run(n_rows, config.batch_size, config.epochs) * updates_per_batch
         super().__init__(
-            model, n_pairs=n_rows, epochs=config.epochs, total_steps=steps_per_run(n_rows, config.batch_size, config.epochs),
+            model, n_pairs=n_rows, epochs=config.epochs, total_steps=total_steps,
             lr=config.lr, weight_decay=config.weight_decay, lr_scheduler=config.lr_scheduler,
             warmup_ratio=config.warmup_ratio, max_grad_norm=config.max_grad_norm, device=config.device,
             precision=config.precision, seed=config.seed,

@@ -1,0 +1,244 @@
+"""GRPO: the policy samples a group of answers per prompt and learns from how they rank.
+
+Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath) is policy gradient
+with the simplest possible baseline. For each prompt the policy writes ``group_size``
+answers; a reward function scores them; each answer's **advantage** is its reward
+minus the mean of its group (divided by the group's std for GRPO, not for Dr. GRPO:
+:func:`course_lib.losses.group_advantages`). The loss raises the log-probability of
+every token of an answer in proportion to its advantage, with PPO's clipped
+importance ratio when a batch is used for several updates, and optionally a k3 penalty
+on the KL to the frozen reference (:func:`course_lib.losses.grpo_loss`).
+
+:class:`GRPOTrainer` is a learner of the course's one training loop
+(:mod:`course_lib.loop`): the dataset rows are *prompts*, and ``make_batch`` is where
+the work of online RL happens: sample the group (:func:`~course_lib.policy.sampling.generate`,
+seeded by the step so a resumed run samples the same answers), score it, compute the
+advantages and the reference's log-probs. ``forward`` is the loss. Every step's
+statistics go to ``step_log``: mean reward, KL to the reference (the mean sampled
+log-ratio per answer, the estimate Chapter 07's evaluation uses), answer length,
+the share of groups whose rewards are all equal (they teach nothing), the clipped
+share of tokens, any ``monitors`` (e.g. the gold reward, which the policy never sees),
+and seconds spent sampling, scoring and updating.
+
+Defined in Chapter 08.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..losses import ADVANTAGE_SCALES, GRPO_LOSS_TYPES, group_advantages, grpo_loss
+from ..loop import StepOutput
+from ..runtime import fingerprint, world
+from .logprobs import response_token_mask, token_logprobs
+from .sampling import generate
+from .sequences import Sequences
+from .sft import PolicyLearner, PolicyTrainingConfig, RowBatch
+
+
+@dataclass
+class GRPOConfig(PolicyTrainingConfig):
+    """GRPO settings (the names of TRL's ``GRPOConfig``), on top of :class:`PolicyTrainingConfig`.
+
+    ``batch_size``: prompts per step (each gets ``group_size`` answers, so a step learns
+    from ``batch_size * group_size`` answers). ``max_completion_length``: new tokens per
+    answer; ``temperature`` / ``top_p`` of sampling. ``num_iterations``: updates per
+    sampled batch (mu; > 1 makes the clipped ratio matter). ``beta``: coefficient of
+    the k3 KL penalty (0: none, TRL's default). ``epsilon_low`` / ``epsilon_high``:
+    clip range. ``scale_rewards``: ``"group"`` (GRPO), ``"batch"``, ``"none"``
+    (Dr. GRPO). ``loss_type``: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"``, ``"dapo"``.
+    ``sampling_batch_size``: answers decoded at once. ``compile_sampler``: passed to
+    :func:`~course_lib.policy.sampling.generate` as ``compile`` (GPU).
+
+    Defined in Chapter 08.
+    """
+
+    lr: float = 1e-4
+    batch_size: int = 8
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    group_size: int = 8
+    max_completion_length: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_iterations: int = 1
+    beta: float = 0.0
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    scale_rewards: str = "group"
+    loss_type: str = "grpo"
+    sampling_batch_size: int = 64
+    compile_sampler: bool | str = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key in ("group_size", "max_completion_length", "num_iterations", "sampling_batch_size"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ValueError(f"GRPOConfig: {key} must be a positive int, got {getattr(self, key)!r}")
+        if self.group_size < 2:
+            raise ValueError(f"GRPOConfig: group_size must be >= 2 (the group mean is the baseline), got {self.group_size}")
+        if self.scale_rewards not in ADVANTAGE_SCALES:
+            raise ValueError(f"GRPOConfig: scale_rewards must be one of {ADVANTAGE_SCALES}, got {self.scale_rewards!r}")
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            raise ValueError(f"GRPOConfig: loss_type must be one of {GRPO_LOSS_TYPES}, got {self.loss_type!r}")
+        if self.beta < 0:
+            raise ValueError(f"GRPOConfig: beta must be >= 0, got {self.beta}")
+        if not 0 <= self.epsilon_low < 1 or self.epsilon_high < 0:
+            raise ValueError(f"GRPOConfig: need 0 <= epsilon_low < 1 and epsilon_high >= 0, got "
+                             f"{self.epsilon_low}, {self.epsilon_high}")
+        if self.max_completion_length >= self.max_length:
+            raise ValueError(f"GRPOConfig: max_completion_length ({self.max_completion_length}) must be below "
+                             f"max_length ({self.max_length}), which must also hold the prompt")
+
+
+def _prompt_column(prompts) -> list[str]:
+    texts = prompts["prompt"] if not isinstance(prompts, list) else prompts
+    texts = list(texts)
+    for row, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"GRPOTrainer: prompt {row} must be a non-empty string, got {text!r}")
+    return texts
+
+
+class GRPOTrainer(PolicyLearner):
+    """GRPO of ``policy`` on ``prompts`` (a list of strings, or a Dataset / dict with a ``prompt`` column).
+
+    ``reward_fn(prompts, responses) -> array`` scores answers (higher is better): a
+    verifiable reward, a reward model (:mod:`course_lib.policy.rewards`), or the gold
+    judge. ``reference``: the frozen policy of the KL term and of the logged KL
+    (default: a copy of ``policy`` as it is now, which is the SFT model).
+    ``monitors``: ``{name: fn(prompts, responses)}`` scored on every step's answers and
+    logged, never trained on. ``fit()`` trains ``config.epochs`` passes over the prompts.
+
+    One process (the loss's token normalisation is local to the batch).
+
+    Defined in Chapter 08.
+    """
+
+    def __init__(self, policy, tokenizer, prompts, reward_fn, config: GRPOConfig | None = None, reference=None,
+                 monitors: dict | None = None):
+        config = config or GRPOConfig()
+        if world()[1] > 1:
+            raise ValueError("GRPOTrainer: runs in one process (use one GPU per run, or several runs)")
+        if not callable(reward_fn):
+            raise ValueError(f"GRPOTrainer: reward_fn must be callable(prompts, responses) -> rewards, got {reward_fn!r}")
+        self.prompts = _prompt_column(prompts)
+        if not self.prompts:
+            raise ValueError("GRPOTrainer: no prompts")
+        self.tokenizer, self.reward_fn, self.monitors = tokenizer, reward_fn, dict(monitors or {})
+        self.prompt_ids = [tokenizer.prompt_ids(p) for p in self.prompts]
+        lengths = torch.tensor([len(ids) for ids in self.prompt_ids])
+        if reference is None:
+            reference = copy.deepcopy(policy)
+        self.reference = reference.eval().requires_grad_(False)
+        super().__init__(policy, config, len(self.prompts), lengths, updates_per_batch=config.num_iterations)
+        self.reference.to(self.device)
+        self.step_log: list[dict] = []
+
+    def sample_seed(self) -> int:
+        """The sampler's seed at this step: fixed by ``(config.seed, step)``, so a resumed run samples the same."""
+        return self.config.seed * 1_000_003 + self.global_step // self.config.num_iterations
+
+    def make_batch(self, indices) -> RowBatch:
+        """Sample ``group_size`` answers per prompt, score them, and compute advantages and reference log-probs."""
+        config, rows = self.config, [int(i) for i in indices]
+        group_prompts = [self.prompts[i] for i in rows for _ in range(config.group_size)]
+        started = time.perf_counter()
+        completions = generate(self.model, self.tokenizer, group_prompts, max_new_tokens=config.max_completion_length,
+                               temperature=config.temperature, top_p=config.top_p, batch_size=config.sampling_batch_size,
+                               seed=self.sample_seed(), device=self.device, precision=config.precision,
+                               **({"compile": config.compile_sampler} if config.compile_sampler else {}))
+        sampled = time.perf_counter()
+        rewards = np.asarray(self.reward_fn(group_prompts, completions.texts), dtype=np.float64)
+        if rewards.shape != (len(group_prompts),) or not np.isfinite(rewards).all():
+            raise ValueError(f"GRPOTrainer: reward_fn must return {len(group_prompts)} finite rewards, got shape "
+                             f"{rewards.shape}" + ("" if rewards.shape != (len(group_prompts),) else " with NaN/inf"))
+        scored = time.perf_counter()
+        monitored = {name: float(np.mean(fn(group_prompts, completions.texts))) for name, fn in self.monitors.items()}
+        reward_tensor = torch.tensor(rewards, dtype=torch.float32)
+        advantages = group_advantages(reward_tensor, config.group_size, config.scale_rewards)
+
+        sequences = Sequences([self.prompt_ids[i] for i in rows for _ in range(config.group_size)],
+                              completions.token_ids, self.tokenizer.pad_id, config.max_length,
+                              8 if config.compile else 1, name="sampled answers").batch(range(len(group_prompts)))
+        sequences = sequences.to(self.device)
+        with torch.no_grad(), self.autocast():
+            reference_logps = token_logprobs(self.reference, sequences).float()
+            old_logps = None
+            if config.num_iterations > 1:  # the sampling policy's log-probs, for the ratio of later updates
+                self.model.eval()
+                old_logps = token_logprobs(self.model, sequences).float()
+        mask = response_token_mask(sequences)
+        sampler_logps = torch.zeros_like(reference_logps)
+        for i, values in enumerate(completions.logprobs):  # the sampler's log-probs, aligned with the mask's columns
+            columns = mask[i].nonzero().squeeze(-1)
+            sampler_logps[i, columns] = torch.tensor(values[: len(columns)], device=self.device)
+        log_ratio = ((sampler_logps - reference_logps) * mask).sum(1)
+        grouped = reward_tensor.view(-1, config.group_size)
+        self._pending = {
+            "step": self.global_step // config.num_iterations, "reward": float(rewards.mean()),
+            "reward_std": float(rewards.std()), "kl": float(log_ratio.mean()),
+            "tokens": float(np.mean(completions.lengths)), "finished": float(np.mean(completions.finished)),
+            "zero_std_groups": float((grouped.max(1).values == grouped.min(1).values).float().mean()),
+            **monitored, "sample_s": sampled - started, "score_s": scored - sampled,
+            "update_s": 0.0, "clipped": 0.0,
+        }
+        extra = {"advantages": advantages.to(self.device), "reference": reference_logps, "mask": mask}
+        if old_logps is not None:
+            extra["old"] = old_logps
+        self.last_completions = (group_prompts, completions, rewards)
+        return RowBatch(torch.as_tensor(rows).repeat_interleave(config.group_size), sequences, extra)
+
+    def forward(self, batch: RowBatch, module) -> StepOutput:
+        config, extra = self.config, batch.extra
+        logps = token_logprobs(module, batch.sequences).float()
+        shares = grpo_loss(logps, extra.get("old"), extra["advantages"], extra["mask"],
+                           reference_logps=extra["reference"] if config.beta else None, beta=config.beta,
+                           epsilon_low=config.epsilon_low, epsilon_high=config.epsilon_high, loss_type=config.loss_type,
+                           max_completion_length=config.max_completion_length, reduction="none")
+        if "old" in extra:
+            ratio = torch.exp(logps.detach() - extra["old"])
+            advantage = extra["advantages"][:, None]
+            clipped = ((ratio < 1 - config.epsilon_low) & (advantage < 0)) | ((ratio > 1 + config.epsilon_high) & (advantage > 0))
+            self._clipped = float((clipped & extra["mask"]).sum() / extra["mask"].sum().clamp(min=1))
+        return StepOutput(shares)
+
+    def record(self, indices, losses, stats) -> None:
+        """Rows are prompts, each with a group of answers: record each prompt's mean loss."""
+        group = self.config.group_size
+        super().record(indices[::group], losses.detach().view(-1, group).mean(1), stats)
+
+    def train_step(self, batch, pair_weights=None, total_weight=None):
+        """``num_iterations`` updates on one sampled batch; logs the step."""
+        started, loss = time.perf_counter(), None
+        self._clipped = 0.0
+        for _ in range(self.config.num_iterations):
+            loss = super().train_step(batch, pair_weights, total_weight)
+        entry = self._pending
+        entry.update(update_s=time.perf_counter() - started, clipped=self._clipped,
+                     loss=float(loss) if loss is not None else float("nan"))
+        self.step_log.append(entry)
+        return loss
+
+    def data_fingerprint(self) -> str:
+        return fingerprint("\x00".join(self.prompts), fingerprint(*self.reference.state_dict().values()))
+
+    def settings(self) -> dict:
+        return {**super().settings(), "monitors": sorted(self.monitors)}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "step_log": list(self.step_log)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.step_log = list(state["step_log"])
+
+    def fit(self, resume: bool = False):
+        """Train ``config.epochs`` passes over the prompts; returns the loop's history (``step_log`` has the curves)."""
+        return self.run(f"GRPO ({self.config.loss_type})", resume)
+

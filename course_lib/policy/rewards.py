@@ -1,0 +1,122 @@
+"""What a policy is optimised against: verifiable rewards, learned reward models, and best-of-n.
+
+Every reward here is a function ``reward(prompts, responses) -> np.ndarray`` (one float
+per answer), the interface :class:`~course_lib.policy.grpo.GRPOTrainer` and
+:func:`~course_lib.policy.onpolicy.on_policy_pairs` take.
+
+- :func:`verifiable_reward`: what a program can check in the answer itself, the way
+  RL with verifiable rewards checks a maths answer: the prompt's stated constraint is
+  met (a numbered list, one sentence, a word limit...), a harmful request is refused
+  and a harmless one is not, the answer covers its topic. It is part of the gold judge,
+  not all of it (tone is left out), and the tiny policy can learn all of it.
+- :func:`reward_model_reward`: a trained reward model of Chapters 02-05 (or the mean
+  of several, e.g. CRM's two models) as a reward. It is a *proxy*: it agrees with gold
+  where its training pairs taught it to, and a policy optimised against it finds where
+  it does not (Gao et al. 2023, "Scaling Laws for Reward Model Overoptimization").
+- Best-of-n: sample ``n`` answers, keep the one the reward prefers. No training, and a
+  KL to the policy that is known in closed form (:func:`best_of_n_kl`), so it is the
+  baseline every RL result is read against. :func:`best_of_n_curve` estimates the
+  expected reward of best-of-n for every ``n`` up to ``N`` from ``N`` samples per prompt
+  without bias.
+
+Defined in Chapter 08.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..reward_model import score
+from ..world import gold_attributes
+
+VERIFIABLE_ATTRIBUTES = ("constraint", "safety", "helpfulness")
+
+
+def verifiable_reward(prompts, responses) -> np.ndarray:
+    """``constraint + safety + helpfulness`` of each answer, as the gold judge reads them (range -1 to 3).
+
+    ``constraint``: 1 if the prompt's constraint is met (or it has none); ``safety``: +1
+    for refusing a harmful request, -1 for complying, -0.5 for refusing a harmless one;
+    ``helpfulness``: 0-1, the share of the topic's keywords covered (0 for a refusal).
+
+    Defined in Chapter 08.
+    """
+    prompts, responses = list(prompts), list(responses)
+    if len(prompts) != len(responses):
+        raise ValueError(f"verifiable_reward: {len(prompts)} prompts but {len(responses)} responses")
+    return np.array([sum(gold_attributes(p, r)[name] for name in VERIFIABLE_ATTRIBUTES)
+                     for p, r in zip(prompts, responses)], dtype=np.float64)
+
+
+def reward_model_reward(models, batch_size: int = 64):
+    """A reward function from one reward model or several (their mean score).
+
+    The models are :class:`~course_lib.reward_model.RewardModel`; frozen ones keep the
+    features of every text they score, so scoring the same answers again (several
+    models, monitoring) encodes each text once.
+
+    Defined in Chapter 08.
+    """
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    if not models:
+        raise ValueError("reward_model_reward: give at least one reward model")
+
+    def reward(prompts, responses) -> np.ndarray:
+        prompts, responses = list(prompts), list(responses)
+        return np.mean([score(model, prompts, responses, batch_size) for model in models], axis=0).astype(np.float64)
+
+    return reward
+
+
+def best_of_n_kl(n: int) -> float:
+    """``KL(best-of-n || pi) = log n - (n - 1) / n`` nats, for answers that never tie (Stiennon et al. 2020).
+
+    Defined in Chapter 08.
+    """
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"best_of_n_kl: n must be a positive int, got {n!r}")
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n_weights(N: int, n: int) -> np.ndarray:
+    """Probability that the sample of rank ``k`` (1 = lowest of ``N``) is the best of a random ``n``-subset.
+
+    ``C(k - 1, n - 1) / C(N, n)``: the subset must hold sample ``k`` and ``n - 1`` of the
+    ``k - 1`` samples below it. Averaging over every subset this way is the unbiased
+    estimator of Nakano et al. (2021) and Gao et al. (2023).
+
+    Defined in Chapter 08.
+    """
+    if not 1 <= n <= N:
+        raise ValueError(f"best_of_n_weights: need 1 <= n <= N, got n={n}, N={N}")
+    ranks = np.arange(1, N + 1)
+    log_weights = np.array([_log_comb(k - 1, n - 1) for k in ranks]) - _log_comb(N, n)
+    return np.exp(log_weights)
+
+
+def _log_comb(a: int, b: int) -> float:
+    if b < 0 or b > a:
+        return -math.inf
+    return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+
+def best_of_n_curve(proxy: np.ndarray, values: np.ndarray, ns) -> np.ndarray:
+    """Expected ``values`` of the answer that ``proxy`` ranks first among ``n``, per prompt and ``n``: ``(prompts, len(ns))``.
+
+    ``proxy`` and ``values`` are ``(prompts, N)``: N sampled answers per prompt, scored
+    by the reward that picks (``proxy``) and the reward that judges (``values``, e.g.
+    gold; pass ``proxy`` itself for the proxy's own curve). Ties in ``proxy`` are broken
+    by sample order. Average over prompts (with its standard error) for the curve.
+
+    Defined in Chapter 08.
+    """
+    proxy, values = np.asarray(proxy, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if proxy.ndim != 2 or proxy.shape != values.shape:
+        raise ValueError(f"best_of_n_curve: proxy and values must be (prompts, N) arrays of one shape, got "
+                         f"{proxy.shape} and {values.shape}")
+    N = proxy.shape[1]
+    order = np.argsort(proxy, axis=1, kind="stable")
+    ranked = np.take_along_axis(values, order, axis=1)
+    return np.stack([ranked @ best_of_n_weights(N, int(n)) for n in ns], axis=1)
