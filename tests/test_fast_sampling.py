@@ -1,0 +1,169 @@
+"""The sampler's compiled decode step (``generate(compile=...)``), checked against the plain loop on a CPU.
+
+``compile="force"`` runs the GPU's code path (fixed-shape static cache, fixed batch
+size with dummy rows, the one-token step compiled with ``fullgraph=True``, the
+finished check every ``CHECK_EVERY`` steps) on a CPU, without CUDA graphs. Each
+compilation takes seconds, so the tiny policy's greedy and sampling steps are compiled
+once each for the whole file (the compiled step is shared by every call with the same
+shapes), and the outputs that several tests compare are computed once.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from course_lib.policy import PolicyConfig, build_policy, generate, sampling, train_tokenizer, world_texts
+from course_lib.runtime import single_threaded
+from course_lib.world import WorldConfig, generate_preference_pairs, sample_prompts
+
+TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
+BATCH = 3  # 8 prompts: batches of 3, 3 and 2 (the last padded with a dummy row)
+SAMPLING = {"temperature": 0.7, "top_p": 0.9, "seed": 5}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to share out; on a busy CPU a second thread only waits."""
+    with single_threaded():
+        yield
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(world_texts(n_pairs=600))
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    """The tiny policy after a few supervised steps, so that its answers end at different steps (or not at all)."""
+    policy = build_policy(TINY, tokenizer, seed=0)
+    pairs = generate_preference_pairs(WorldConfig(n_pairs=48, seed=5))
+    rows = [tokenizer.prompt_ids(p) + tokenizer.response_ids(r) for p, r in zip(pairs["prompt"], pairs["chosen"])]
+    rows = [row for row in rows if len(row) <= 64]
+    ids = torch.full((len(rows), max(map(len, rows))), tokenizer.pad_id)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    mask = (ids != tokenizer.pad_id).long()
+    optimizer = torch.optim.Adam(policy.parameters(), lr=2e-2)
+    for _ in range(30):
+        logits = policy(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return policy.eval()
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[str]:
+    return list(sample_prompts(8, seed=1)["prompt"])
+
+
+@pytest.fixture(scope="module")
+def greedy_pair(model, tokenizer, prompts):
+    """Greedy completions from the plain loop (dynamic cache) and the forced compiled path (compiles once)."""
+    settings = {"max_new_tokens": 24, "greedy": True, "batch_size": BATCH}
+    return generate(model, tokenizer, prompts, **settings), generate(model, tokenizer, prompts, compile="force",
+                                                                     **settings)
+
+
+@pytest.fixture(scope="module")
+def sampled_pair(model, tokenizer, prompts):
+    """Sampled completions (temperature and top-p) from both paths, with the same seed."""
+    settings = {"max_new_tokens": 24, "batch_size": BATCH, **SAMPLING}
+    return generate(model, tokenizer, prompts, **settings), generate(model, tokenizer, prompts, compile="force",
+                                                                     **settings)
+
+
+def compiled_graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compiled_greedy_tokens_equal_the_plain_loop(greedy_pair):
+    plain, compiled = greedy_pair
+    assert any(plain.finished) and not all(plain.finished)  # early ends and cut answers are both exercised
+    assert compiled.token_ids == plain.token_ids
+    assert compiled.finished == plain.finished and compiled.texts == plain.texts
+
+
+def test_compiled_logprobs_match_the_plain_loop(greedy_pair, sampled_pair):
+    for plain, compiled in (greedy_pair, sampled_pair):
+        for ours, theirs in zip(compiled.logprobs, plain.logprobs):
+            torch.testing.assert_close(torch.tensor(ours), torch.tensor(theirs), atol=1e-4, rtol=0)
+
+
+def test_compiled_sampling_draws_the_same_tokens_with_the_same_seed(sampled_pair, greedy_pair, tokenizer, prompts):
+    plain, compiled = sampled_pair
+    assert plain.token_ids != greedy_pair[0].token_ids  # it really sampled
+    # The first batch (the shortest prompts) ends between two of the compiled path's finished-checks, so the later
+    # batches draw the same tokens only if the generator is put back where the plain loop stopped drawing.
+    first = sorted(range(len(prompts)), key=lambda i: len(tokenizer.prompt_ids(prompts[i])))[:BATCH]
+    assert all(plain.finished[i] for i in first) and max(plain.lengths[i] for i in first) % sampling.CHECK_EVERY
+    assert compiled.token_ids == plain.token_ids and compiled.finished == plain.finished
+
+
+def test_last_batch_is_padded_and_one_compiled_step_serves_every_batch(model, tokenizer, prompts, greedy_pair):
+    graphs = compiled_graphs()  # the greedy step is compiled already (greedy_pair)
+    for some in (prompts[:7], prompts[:1], prompts[3:5]):  # 3+3+1, 1 and 2 prompts: all padded to 3 rows
+        out = generate(model, tokenizer, some, max_new_tokens=20, greedy=True, batch_size=BATCH, compile="force")
+        assert len(out) == len(some)
+        assert out.token_ids == generate(model, tokenizer, some, max_new_tokens=20, greedy=True).token_ids
+    assert compiled_graphs() == graphs  # no new compilation for a new number of prompts or of new tokens
+    cache = sampling._FAST_STATE[model][1]
+    assert cache.layers[0].keys.shape[0] == BATCH and cache.layers[0].keys.shape[2] == TINY.n_positions
+
+
+def test_compiled_path_stops_early_when_every_row_has_ended(model, tokenizer, prompts, greedy_pair, monkeypatch):
+    plain_24 = greedy_pair[0]
+    ending = [p for p, done in zip(prompts, plain_24.finished) if done]
+    assert len(ending) > 1
+    compiled_step = sampling._compiled_step(torch.device("cpu"))
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return compiled_step(*args, **kwargs)
+
+    monkeypatch.setitem(sampling._COMPILED_STEPS, "default", counting)
+    out = generate(model, tokenizer, ending, max_new_tokens=100, greedy=True, batch_size=BATCH, compile="force")
+    plain = generate(model, tokenizer, ending, max_new_tokens=100, greedy=True, batch_size=BATCH)
+    assert out.token_ids == plain.token_ids and all(out.finished)
+    # per batch (prompts sorted by length): steps up to the first multiple of CHECK_EVERY at or after the batch's last
+    # end, one compiled call per step but the first (the prefill's logits choose the first token)
+    every = sampling.CHECK_EVERY
+    order = sorted(range(len(ending)), key=lambda i: len(tokenizer.prompt_ids(ending[i])))
+    lengths = [max(plain.lengths[i] for i in order[start:start + BATCH]) for start in range(0, len(order), BATCH)]
+    assert len(calls) == sum(-(-k // every) * every - 1 for k in lengths) < len(lengths) * 99
+
+
+def test_compile_true_on_cpu_falls_back_to_the_plain_loop(model, tokenizer, prompts, monkeypatch):
+    def no_compiled_step(*args, **kwargs):
+        raise AssertionError("the compiled step ran on a CPU with compile=True")
+
+    monkeypatch.setitem(sampling._COMPILED_STEPS, "default", no_compiled_step)
+    for settings in ({"greedy": True}, SAMPLING):
+        plain = generate(model, tokenizer, prompts, max_new_tokens=16, batch_size=BATCH, **settings)
+        fallback = generate(model, tokenizer, prompts, max_new_tokens=16, batch_size=BATCH, compile=True, **settings)
+        assert fallback.token_ids == plain.token_ids and fallback.logprobs == plain.logprobs
+
+
+def test_compiled_state_does_not_keep_the_model_alive(tokenizer, prompts, greedy_pair):
+    policy = build_policy(TINY, tokenizer, seed=1).eval()
+    generate(policy, tokenizer, prompts[:2], max_new_tokens=4, greedy=True, batch_size=BATCH, compile="force")
+    assert policy in sampling._FAST_STATE
+    alive = weakref.ref(policy)
+    del policy
+    gc.collect()
+    assert alive() is None
+
+
+@pytest.mark.parametrize("value", ["yes", "Force", "cuda", 1, 0, None])
+def test_bad_compile_values_say_what_is_wrong(model, tokenizer, value):
+    with pytest.raises(ValueError, match=r"compile must be one of \(False, True, 'force'\)"):
+        generate(model, tokenizer, ["Hi?"], max_new_tokens=4, compile=value)
