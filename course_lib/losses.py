@@ -303,8 +303,11 @@ def k3_kl(logps: torch.Tensor, reference_logps: torch.Tensor) -> torch.Tensor:
 
     It is :math:`\ge 0` for every token (:math:`e^x \ge 1 + x`), 0 where the two log-probs
     are equal, and unbiased: :math:`E_{y\sim\pi_\theta}[\rho] = 1`, so
-    :math:`E[k_3] = E[-\log\rho] = KL(\pi_\theta\|\pi_{ref})`. It has far lower variance than
-    the plain :math:`-\log\rho` (k1), which is negative on many tokens.
+    :math:`E[k_3] = E[-\log\rho] = KL(\pi_\theta\|\pi_{ref})`. Near the reference (small
+    KL, where the penalty is meant to keep the policy) it has much lower variance than the
+    plain :math:`-\log\rho` (k1), which is negative on many tokens; far from it the
+    :math:`e^{\log\rho}` term makes it heavy-tailed and its variance can exceed k1's
+    (Chapter 08 measures both).
 
     Defined in Chapter 08.
     """

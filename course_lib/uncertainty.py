@@ -76,3 +76,23 @@ def paired_bootstrap(a, b, *, n_resamples: int = 2000, seed: int = 0, statistic=
     low, high = np.percentile(resampled, [2.5, 97.5])
     return Estimate(float(statistic(difference)), float(resampled.std(ddof=1)), float(low), float(high), difference.size)
 
+
+
+def difference_estimate(a, b, name: str = "difference_estimate") -> Estimate:
+    """``mean(a) - mean(b)`` of two independent samples, with Welch's standard error and t interval.
+
+    For measurements that are not paired (two windows of a training run, two sets of
+    answers to different prompts): ``se = sqrt(se_a^2 + se_b^2)``, and the
+    Welch-Satterthwaite degrees of freedom for the 95% interval.
+
+    Defined in Chapter 08.
+    """
+    a, b = _values(a, f"{name} a"), _values(b, f"{name} b")
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"{name}: need at least 2 values in each sample, got {a.size} and {b.size}")
+    var_a, var_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = float(np.sqrt(var_a + var_b))
+    dof = (var_a + var_b) ** 2 / (var_a**2 / (a.size - 1) + var_b**2 / (b.size - 1)) if se > 0 else a.size + b.size - 2
+    quantile = float(stats.t.ppf(0.975, dof))
+    mean = float(a.mean() - b.mean())
+    return Estimate(mean, se, mean - quantile * se, mean + quantile * se, a.size + b.size)

@@ -137,9 +137,13 @@ def test_response_token_mask_matches_token_logprobs(tokenizer, sft_policy, promp
 
 # ---------------------------------------------------------------- training
 def test_grpo_learns_a_simple_reward_and_logs_every_step(tokenizer, sft_policy, prompts):
+    reference = copy.deepcopy(sft_policy)
     trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, short_answers, config(epochs=3),
-                          monitors={"gold": gold_rewards})
+                          reference=reference, monitors={"gold": gold_rewards})
     trainer.fit()
+    assert all(p.requires_grad for p in reference.parameters()), "the caller's reference is left as it was"
+    for a, b in zip(reference.state_dict().values(), sft_policy.state_dict().values()):
+        assert torch.equal(a, b), "the reference is never trained"
     log = trainer.step_log
     assert len(log) == trainer.global_step == 3 * 12
     first, last = np.mean([e["reward"] for e in log[:6]]), np.mean([e["reward"] for e in log[-6:]])
@@ -224,3 +228,19 @@ def test_best_of_n_curve_is_the_mean_over_every_subset():
         best_of_n_weights(4, 5)
     with pytest.raises(ValueError, match="one shape"):
         best_of_n_curve(proxy, gold[:, :3], [1])
+
+
+def test_difference_estimate_is_welchs():
+    from scipy import stats
+
+    from course_lib.uncertainty import difference_estimate
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1.0, 1.0, 30), rng.normal(0.0, 2.0, 50)
+    estimate = difference_estimate(a, b)
+    test = stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(0.95)
+    assert estimate.mean == pytest.approx(a.mean() - b.mean())
+    assert (estimate.low, estimate.high) == pytest.approx((interval.low, interval.high))
+    with pytest.raises(ValueError, match="at least 2"):
+        difference_estimate([1.0], [1.0, 2.0])

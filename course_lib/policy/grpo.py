@@ -135,7 +135,7 @@ class GRPOTrainer(PolicyLearner):
         lengths = torch.tensor([len(ids) for ids in self.prompt_ids])
         if reference is None:
             reference = copy.deepcopy(policy)
-        self.reference = reference.eval().requires_grad_(False)
+        self.reference = reference.eval()  # only run under no_grad; left trainable, as the caller may copy it
         super().__init__(policy, config, len(self.prompts), lengths, updates_per_batch=config.num_iterations)
         self.reference.to(self.device)
         self.step_log: list[dict] = []
