@@ -244,3 +244,14 @@ def test_difference_estimate_is_welchs():
     assert (estimate.low, estimate.high) == pytest.approx((interval.low, interval.high))
     with pytest.raises(ValueError, match="at least 2"):
         difference_estimate([1.0], [1.0, 2.0])
+
+
+def test_the_gpu_profile_code_paths_run_on_cpu(tokenizer, sft_policy, prompts):
+    """What the full profile turns on for a GPU, at tiny size: bf16 autocast, a compiled training step,
+    the compiled fixed-shape sampler, DAPO's loss and clip-higher, several updates per batch."""
+    settings = config(precision="bf16", compile=True, compile_sampler="force", loss_type="dapo", epsilon_high=0.28,
+                      num_iterations=2, beta=0.04, sampling_batch_size=16)
+    trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts[:8], short_answers, settings)
+    trainer.fit()
+    assert trainer.global_step == 2 * 2
+    assert all(np.isfinite(e["loss"]) and np.isfinite(e["kl"]) for e in trainer.step_log)

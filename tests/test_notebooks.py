@@ -74,6 +74,14 @@ CLAIMS = {
         ("optimum_beats_others", operator.gt, 0.0),
         ("tokenizer_round_trip", operator.ge, 1.0),
     ],
+    "08_grpo": [
+        # Mechanics at smoke size (a 1-layer policy, six GRPO steps): the toy policy-gradient check
+        # (exact at any size: 20,000 groups of 8 on an 8-answer problem) and every section runs.
+        ("toy_grpo_cosine", operator.gt, 0.999),
+        ("toy_grpo_length_ratio", operator.gt, 0.86),  # (G - 1) / G = 0.875
+        ("toy_grpo_length_ratio", operator.lt, 0.89),
+        ("toy_k3_sd_near", operator.lt, 0.05),  # k1's sd is 0.098 on the same tokens
+    ],
     "06_personalized_mixtures": [
         ("intransitive_gap", operator.gt, 0.6),  # 0.693 at every seed
         ("heads_used", operator.ge, 2),  # 5.8 +- 0.4
@@ -95,10 +103,11 @@ MULTI_SEED_CLAIMS = {
 }
 
 
-# Extra parameters of a chapter's smoke run. Chapter 07's full profile is meant for a GPU with bf16
-# autocast: its smoke run takes the same settings (device "auto" is the CPU here), so those code
-# paths run in every test run (torch.compile is tested in tests/test_dpo_trl.py).
-SMOKE_PARAMETERS = {"07_dpo": {"device": "auto", "precision": "bf16"}}
+# Extra parameters of a chapter's smoke run. The full profiles of Chapters 07-08 are meant for a GPU
+# with bf16 autocast: their smoke runs take the same settings (device "auto" is the CPU here), so
+# those code paths run in every test run (torch.compile is tested in tests/test_dpo_trl.py and
+# tests/test_grpo.py, the compiled sampler in tests/test_fast_sampling.py).
+SMOKE_PARAMETERS = {"07_dpo": {"device": "auto", "precision": "bf16"}, "08_grpo": {"device": "auto", "precision": "bf16"}}
 
 
 def execute(path: Path, output: Path, kernel_name: str, parameters: dict) -> dict:
