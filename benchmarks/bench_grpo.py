@@ -195,6 +195,7 @@ def course_config(args, shape) -> GRPOConfig:
         temperature=1.0, top_p=1.0, num_iterations=1, beta=0.0, epsilon_low=EPSILON, epsilon_high=EPSILON,
         scale_rewards="group", loss_type="grpo", sampling_batch_size=args.prompts * args.group_size,
         max_length=shape.n_positions, epochs=1, seed=args.seed, progress=False, device=args.device,
+        log_kl=False,  # TRL at beta=0 runs no reference model either: the same work on both sides
         precision=args.precision, **({"compile_sampler": True} if compile_sampler else {}),
     )
 

@@ -255,3 +255,14 @@ def test_the_gpu_profile_code_paths_run_on_cpu(tokenizer, sft_policy, prompts):
     trainer.fit()
     assert trainer.global_step == 2 * 2
     assert all(np.isfinite(e["loss"]) and np.isfinite(e["kl"]) for e in trainer.step_log)
+
+
+def test_without_kl_logging_the_reference_is_not_run(tokenizer, sft_policy, prompts):
+    class Exploding(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the reference ran")
+
+    trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts[:8], short_answers, config(log_kl=False),
+                          reference=Exploding())
+    trainer.fit()
+    assert all(math.isnan(e["kl"]) for e in trainer.step_log)

@@ -53,7 +53,9 @@ class GRPOConfig(PolicyTrainingConfig):
     clip range. ``scale_rewards``: ``"group"`` (GRPO), ``"batch"``, ``"none"``
     (Dr. GRPO). ``loss_type``: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"``, ``"dapo"``.
     ``sampling_batch_size``: answers decoded at once. ``compile_sampler``: passed to
-    :func:`~course_lib.policy.sampling.generate` as ``compile`` (GPU).
+    :func:`~course_lib.policy.sampling.generate` as ``compile`` (GPU). ``log_kl``: score
+    every batch with the reference to log the KL even when ``beta`` is 0 (one more
+    forward pass per step; with ``beta == 0`` and ``log_kl=False`` the logged KL is NaN).
 
     Defined in Chapter 08.
     """
@@ -74,6 +76,7 @@ class GRPOConfig(PolicyTrainingConfig):
     loss_type: str = "grpo"
     sampling_batch_size: int = 64
     compile_sampler: bool | str = False
+    log_kl: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -168,21 +171,25 @@ class GRPOTrainer(PolicyLearner):
                               8 if config.compile else 1, name="sampled answers").batch(range(len(group_prompts)))
         sequences = sequences.to(self.device)
         with torch.no_grad(), self.autocast():
-            reference_logps = token_logprobs(self.reference, sequences).float()
+            reference_logps = None
+            if config.beta or config.log_kl:
+                reference_logps = token_logprobs(self.reference, sequences).float()
             old_logps = None
             if config.num_iterations > 1:  # the sampling policy's log-probs, for the ratio of later updates
                 self.model.eval()
                 old_logps = token_logprobs(self.model, sequences).float()
         mask = response_token_mask(sequences)
-        sampler_logps = torch.zeros_like(reference_logps)
-        for i, values in enumerate(completions.logprobs):  # the sampler's log-probs, aligned with the mask's columns
-            columns = mask[i].nonzero().squeeze(-1)
-            sampler_logps[i, columns] = torch.tensor(values[: len(columns)], device=self.device)
-        log_ratio = ((sampler_logps - reference_logps) * mask).sum(1)
+        kl = float("nan")
+        if reference_logps is not None:  # the mean sampled log-ratio per answer, from the sampler's log-probs
+            sampler_logps = torch.zeros_like(reference_logps)
+            for i, values in enumerate(completions.logprobs):
+                columns = mask[i].nonzero().squeeze(-1)
+                sampler_logps[i, columns] = torch.tensor(values[: len(columns)], device=self.device)
+            kl = float(((sampler_logps - reference_logps) * mask).sum(1).mean())
         grouped = reward_tensor.view(-1, config.group_size)
         self._pending = {
             "step": self.global_step // config.num_iterations, "reward": float(rewards.mean()),
-            "reward_std": float(rewards.std()), "kl": float(log_ratio.mean()),
+            "reward_std": float(rewards.std()), "kl": kl,
             "tokens": float(np.mean(completions.lengths)), "finished": float(np.mean(completions.finished)),
             "zero_std_groups": float((grouped.max(1).values == grouped.min(1).values).float().mean()),
             **monitored, "sample_s": sampled - started, "score_s": scored - sampled,
