@@ -23,7 +23,7 @@ from course_lib.world import WorldConfig, generate_preference_pairs, sample_prom
 
 TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
 BATCH = 3  # 8 prompts: batches of 3, 3 and 2 (the last padded with a dummy row)
-SAMPLING = {"temperature": 0.7, "top_p": 0.9, "seed": 5}
+SAMPLING = {"temperature": 0.7, "top_p": 0.9, "seed": 17}  # a seed whose first batch ends between two checks
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -167,3 +167,17 @@ def test_compiled_state_does_not_keep_the_model_alive(tokenizer, prompts, greedy
 def test_bad_compile_values_say_what_is_wrong(model, tokenizer, value):
     with pytest.raises(ValueError, match=r"compile must be one of \(False, True, 'force'\)"):
         generate(model, tokenizer, ["Hi?"], max_new_tokens=4, compile=value)
+
+
+def test_inverse_cdf_draws_follow_the_distribution_and_skip_zero_probabilities():
+    from course_lib.policy.sampling import _draw
+
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.cat([_draw(probs.expand(1000, -1), generator) for _ in range(40)])
+    counts = torch.bincount(draws, minlength=5).double() / len(draws)
+    assert counts[1] == 0 and counts[4] == 0, "a token outside the nucleus is never drawn"
+    assert torch.allclose(counts, probs.double(), atol=0.01), counts  # 40,000 draws: SE < 0.0025
+    # rows that do not sum to 1 (a filtered distribution before renormalising) are drawn in proportion
+    half = _draw(torch.tensor([[0.1, 0.1]]).expand(20000, -1), generator)
+    assert abs(half.double().mean().item() - 0.5) < 0.02
