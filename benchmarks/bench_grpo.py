@@ -506,7 +506,7 @@ Time split: the timed steps of each side's median run (share of its wall time); 
 over repeats of TRL's seconds over the course's for that part. Sampling: the course's `sample_s` /
 TRL's `_generate` (tokenise, `model.generate`, decode). Update: the course's `update_s` (forward, backward,
 clip, AdamW) / the rest of TRL's step (`compute_loss`, backward, clip, AdamW, scheduler, callbacks). Other: the
-course's reference forward pass (run every step for the logged KL, even at beta 0) and batch building / TRL's
+course's batch building (advantages, padding; no reference model at beta 0, `log_kl=False`, as TRL) / TRL's
 padding, advantages and metrics in `_generate_and_score_completions`.
 
 **course_lib / TRL: {report["ratio_course_lib_over_trl"]:.2f}x** completions/s, the median of the per-repeat

@@ -151,6 +151,11 @@ def test_grpo_learns_a_simple_reward_and_logs_every_step(tokenizer, sft_policy, 
     assert np.mean([e["tokens"] for e in log[-6:]]) < np.mean([e["tokens"] for e in log[:6]])
     assert log[-1]["kl"] > 0.05, "the policy moved away from its reference"
     assert {"sample_s", "score_s", "update_s", "zero_std_groups", "gold", "clipped"} <= set(log[0])
+    per_prompt = trainer.prompt_log
+    assert len(per_prompt) == 3 * len(prompts) and {e["epoch"] for e in per_prompt} == {0, 1, 2}
+    assert sorted(e["row"] for e in per_prompt if e["epoch"] == 1) == list(range(len(prompts))), "every prompt once an epoch"
+    first_step = [e for e in per_prompt if e["step"] == 0]
+    assert np.mean([e["gold"] for e in first_step]) == pytest.approx(log[0]["gold"])
 
 
 def test_several_updates_per_batch_clip_the_ratio(tokenizer, sft_policy, prompts):

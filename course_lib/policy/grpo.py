@@ -18,7 +18,9 @@ statistics go to ``step_log``: mean reward, KL to the reference (the mean sample
 log-ratio per answer, the estimate Chapter 07's evaluation uses), answer length,
 the share of groups whose rewards are all equal (they teach nothing), the clipped
 share of tokens, any ``monitors`` (e.g. the gold reward, which the policy never sees),
-and seconds spent sampling, scoring and updating.
+and seconds spent sampling, scoring and updating. ``prompt_log`` has one row per prompt
+and step (epoch, dataset row, mean reward and monitors over its group), so two epochs
+over the same prompts can be compared prompt by prompt.
 
 Defined in Chapter 08.
 """
@@ -142,6 +144,7 @@ class GRPOTrainer(PolicyLearner):
         super().__init__(policy, config, len(self.prompts), lengths, updates_per_batch=config.num_iterations)
         self.reference.to(self.device)
         self.step_log: list[dict] = []
+        self.prompt_log: list[dict] = []
 
     def sample_seed(self) -> int:
         """The sampler's seed at this step: fixed by ``(config.seed, step)``, so a resumed run samples the same."""
@@ -162,7 +165,11 @@ class GRPOTrainer(PolicyLearner):
             raise ValueError(f"GRPOTrainer: reward_fn must return {len(group_prompts)} finite rewards, got shape "
                              f"{rewards.shape}" + ("" if rewards.shape != (len(group_prompts),) else " with NaN/inf"))
         scored = time.perf_counter()
-        monitored = {name: float(np.mean(fn(group_prompts, completions.texts))) for name, fn in self.monitors.items()}
+        monitor_values = {name: np.asarray(fn(group_prompts, completions.texts), dtype=np.float64)
+                          for name, fn in self.monitors.items()}
+        monitored = {name: float(values.mean()) for name, values in monitor_values.items()}
+        self._pending_prompts = {"row": rows, "reward": rewards.reshape(-1, config.group_size).mean(1),
+                                 **{name: v.reshape(-1, config.group_size).mean(1) for name, v in monitor_values.items()}}
         reward_tensor = torch.tensor(rewards, dtype=torch.float32)
         advantages = group_advantages(reward_tensor, config.group_size, config.scale_rewards)
 
@@ -230,6 +237,10 @@ class GRPOTrainer(PolicyLearner):
         entry.update(update_s=time.perf_counter() - started, clipped=self._clipped,
                      loss=float(loss) if loss is not None else float("nan"))
         self.step_log.append(entry)
+        pending = self._pending_prompts
+        for i, row in enumerate(pending["row"]):
+            self.prompt_log.append({"step": entry["step"], "epoch": self.epoch, "row": row,
+                                    **{name: float(values[i]) for name, values in pending.items() if name != "row"}})
         return loss
 
     def data_fingerprint(self) -> str:
@@ -239,11 +250,12 @@ class GRPOTrainer(PolicyLearner):
         return {**super().settings(), "monitors": sorted(self.monitors)}
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "step_log": list(self.step_log)}
+        return {**super().state_dict(), "step_log": list(self.step_log), "prompt_log": list(self.prompt_log)}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.step_log = list(state["step_log"])
+        self.prompt_log = list(state["prompt_log"])
 
     def fit(self, resume: bool = False):
         """Train ``config.epochs`` passes over the prompts; returns the loop's history (``step_log`` has the curves)."""
