@@ -67,15 +67,14 @@ import datasets
 import torch
 import transformers
 import trl
-from tokenizers import Tokenizer
-from transformers import PreTrainedTokenizerFast, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from course_lib.policy.dpo import DPOConfig, DPOTrainer
 from course_lib.policy.model import PolicyConfig, build_policy, policy_config
-from course_lib.policy.tokenizer import EOS, PAD, SEP, train_tokenizer, world_texts
+from course_lib.policy.tokenizer import SEP, train_tokenizer, world_texts
 from course_lib.tooling.notebook_io import write_text_atomic
 from course_lib.world import WorldConfig, generate_preference_pairs
+from peers import StepClock, hf_tokenizer, synchronize
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 MODELS = {
@@ -100,36 +99,11 @@ def peak_flops(device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS if key in device_name), None)
 
 
-def hf_tokenizer(tokenizer) -> PreTrainedTokenizerFast:
-    """The course tokenizer as TRL uses it: special tokens in the text are read as special tokens."""
-    backend = Tokenizer.from_str(tokenizer.tokenizer.to_str())
-    backend.encode_special_tokens = False
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, pad_token=PAD)
-    assert (wrapped.eos_token_id, wrapped.pad_token_id) == (tokenizer.eos_id, tokenizer.pad_id)
-    return wrapped
-
-
 def model_flops(model, lengths: list[int]) -> float:
     """Training FLOPs (forward + backward) of sequences of the given real lengths (see the module docstring)."""
     config = model.config
     n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
     return sum(6 * n * t + 12 * config.n_layer * config.n_embd * t * t for t in lengths)
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-class StepClock(TrainerCallback):
-    """End time of every TRL optimizer step."""
-
-    def __init__(self, device: str):
-        self.times, self.device = [], device
-
-    def on_step_end(self, args, state, control, **kwargs):
-        synchronize(self.device)
-        self.times.append(time.perf_counter())
 
 
 def summarise(times: list[float], batches: list[torch.Tensor], warmup: int, model) -> dict:

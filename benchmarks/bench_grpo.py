@@ -77,17 +77,16 @@ import datasets
 import torch
 import transformers
 import trl
-from tokenizers import Tokenizer
-from transformers import PreTrainedTokenizerFast, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from course_lib.policy import sampling
 from course_lib.policy.grpo import GRPOConfig, GRPOTrainer
 from course_lib.policy.model import PolicyConfig, build_policy, policy_config
 from course_lib.policy.rewards import verifiable_reward
-from course_lib.policy.tokenizer import EOS, PAD, SEP, train_tokenizer, world_texts
+from course_lib.policy.tokenizer import SEP, train_tokenizer, world_texts
 from course_lib.tooling.notebook_io import write_text_atomic
 from course_lib.world import sample_prompts
+from peers import StepClock, hf_tokenizer, synchronize
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 SIZES = {
@@ -103,23 +102,9 @@ GPU_COMMAND = ("python benchmarks/bench_grpo.py --device cuda --precision bf16 -
                "--max-completion-length 128 --repeats 3")
 
 
-def hf_tokenizer(tokenizer) -> PreTrainedTokenizerFast:
-    """The course tokenizer as TRL uses it: special tokens in the text are read as special tokens."""
-    backend = Tokenizer.from_str(tokenizer.tokenizer.to_str())
-    backend.encode_special_tokens = False
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, pad_token=PAD)
-    assert (wrapped.eos_token_id, wrapped.pad_token_id) == (tokenizer.eos_id, tokenizer.pad_id)
-    return wrapped
-
-
 def trl_reward(prompts, completions, **kwargs) -> list[float]:
     """TRL's reward function: the course's verifiable reward, on the prompts without the answer separator."""
     return verifiable_reward([p.removesuffix(SEP) for p in prompts], completions).tolist()
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def sampler_accepts_compile() -> bool:
@@ -228,17 +213,6 @@ def run_course_lib(prompts, tokenizer, policy, args, shape) -> dict:
     result["other_jobs_cores"] = other_cores
     result["mean_reward"] = statistics.fmean(e["reward"] for e in trainer.step_log)
     return result
-
-
-class StepClock(TrainerCallback):
-    """End time of every TRL optimizer step."""
-
-    def __init__(self, device: str):
-        self.times, self.device = [], device
-
-    def on_step_end(self, args, state, control, **kwargs):
-        synchronize(self.device)
-        self.times.append(time.perf_counter())
 
 
 def trl_config(args, output_dir, total_steps) -> trl.GRPOConfig:

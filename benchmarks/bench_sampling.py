@@ -51,6 +51,7 @@ from course_lib.policy.tokenizer import train_tokenizer, world_texts
 from course_lib.runtime import autocast, check_precision
 from course_lib.tooling.notebook_io import write_text_atomic
 from course_lib.world import sample_prompts
+from peers import synchronize
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 MODELS = {
@@ -61,11 +62,6 @@ MODELS = {
 }
 GPU_COMMAND = ("python benchmarks/bench_sampling.py --device cuda --size gpt2-small --prompts 1024 --batch-size 64 "
                "--max-new-tokens 96 --compile")
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def hf_generate(model, tokenizer, prompts: list[str], args) -> list[list[int]]:

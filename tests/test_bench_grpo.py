@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_grpo.py"
 
 @pytest.fixture(scope="module")
 def bench():
+    sys.path.insert(0, str(BENCH.parent))  # the benchmarks import their shared module, peers.py, as scripts do
     spec = importlib.util.spec_from_file_location("bench_grpo", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -27,6 +27,8 @@ from course_lib.policy.sft import PolicyTrainingConfig, SFTTrainer
 from course_lib.uncertainty import mean_estimate, paired_bootstrap
 from course_lib.world import WorldConfig, generate_preference_pairs, gold_rewards, sample_prompts
 
+from policy_helpers import crash_during_fit
+
 TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
 
 
@@ -137,16 +139,7 @@ def test_sft_resume_after_a_crash_is_bit_identical(tokenizer, pairs, tmp_path):
     reference = SFTTrainer(build_policy(TINY, tokenizer, seed=0), tokenizer, pairs, replace(config, checkpoint_dir=None))
     reference.fit()
     crashing = SFTTrainer(build_policy(TINY, tokenizer, seed=0), tokenizer, pairs, config)
-    original = crashing.train_step
-
-    def crash_at_seven(*args, **kwargs):
-        if crashing.global_step == 7:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    crashing.train_step = crash_at_seven
-    with pytest.raises(KeyboardInterrupt):
-        crashing.fit()
+    crash_during_fit(crashing, 7)
     resumed = SFTTrainer(build_policy(TINY, tokenizer, seed=0), tokenizer, pairs, config)
     resumed.fit(resume=True)
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):

@@ -19,7 +19,9 @@ from torch._dynamo.utils import counters
 
 from course_lib.policy import PolicyConfig, build_policy, generate, sampling, train_tokenizer, world_texts
 from course_lib.runtime import single_threaded
-from course_lib.world import WorldConfig, generate_preference_pairs, sample_prompts
+from course_lib.world import sample_prompts
+
+from policy_helpers import briefly_trained_policy
 
 TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
 BATCH = 3  # 8 prompts: batches of 3, 3 and 2 (the last padded with a dummy row)
@@ -40,24 +42,8 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    """The tiny policy after a few supervised steps, so that its answers end at different steps (or not at all)."""
-    policy = build_policy(TINY, tokenizer, seed=0)
-    pairs = generate_preference_pairs(WorldConfig(n_pairs=48, seed=5))
-    rows = [tokenizer.prompt_ids(p) + tokenizer.response_ids(r) for p, r in zip(pairs["prompt"], pairs["chosen"])]
-    rows = [row for row in rows if len(row) <= 64]
-    ids = torch.full((len(rows), max(map(len, rows))), tokenizer.pad_id)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-    mask = (ids != tokenizer.pad_id).long()
-    optimizer = torch.optim.Adam(policy.parameters(), lr=2e-2)
-    for _ in range(30):
-        logits = policy(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return policy.eval()
+    """The tiny policy after a few supervised steps (see ``briefly_trained_policy``)."""
+    return briefly_trained_policy(TINY, tokenizer)
 
 
 @pytest.fixture(scope="module")

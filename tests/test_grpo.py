@@ -29,6 +29,7 @@ from course_lib.policy.rewards import (
 from course_lib.policy.sft import PolicyTrainingConfig, SFTTrainer
 from course_lib.world import WorldConfig, generate_preference_pairs, gold_rewards, sample_prompts
 
+from policy_helpers import crash_during_fit
 from trl_reference import trl_grpo_loss
 
 TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
@@ -173,16 +174,7 @@ def test_grpo_resume_is_bit_identical(tokenizer, sft_policy, prompts, tmp_path):
                             replace(settings, checkpoint_dir=None))
     reference.fit()
     crashing = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, short_answers, settings)
-    original = crashing.train_step
-
-    def crash_at_seven(*args, **kwargs):
-        if crashing.global_step == 7:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    crashing.train_step = crash_at_seven
-    with pytest.raises(KeyboardInterrupt):
-        crashing.fit()
+    crash_during_fit(crashing, 7)
     resumed = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, short_answers, settings)
     resumed.fit(resume=True)
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
