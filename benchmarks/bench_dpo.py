@@ -74,7 +74,7 @@ from course_lib.policy.model import PolicyConfig, build_policy, policy_config
 from course_lib.policy.tokenizer import SEP, train_tokenizer, world_texts
 from course_lib.tooling.notebook_io import write_text_atomic
 from course_lib.world import WorldConfig, generate_preference_pairs
-from peers import StepClock, hf_tokenizer, synchronize
+from peers import StepClock, hf_tokenizer, synchronize, versions
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 MODELS = {
@@ -282,10 +282,7 @@ def main() -> None:
         summary[side]["mfu"] = None if peak is None else median_run["model_flops_per_s"] / peak
     ratios = [c["pairs_per_s"] / t["pairs_per_s"] for c, t in zip(runs["course_lib"], runs["trl"])]
     report = {
-        "device": device,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
+        **versions(device),
         "settings": {
             **{k: v for k, v in vars(args).items() if k != "out"},
             "model_shape": {k: getattr(shape, k) for k in ("n_layer", "n_embd", "n_head", "n_positions")},

@@ -86,7 +86,7 @@ from course_lib.policy.rewards import verifiable_reward
 from course_lib.policy.tokenizer import SEP, train_tokenizer, world_texts
 from course_lib.tooling.notebook_io import write_text_atomic
 from course_lib.world import sample_prompts
-from peers import StepClock, hf_tokenizer, synchronize
+from peers import StepClock, hf_tokenizer, synchronize, versions
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 SIZES = {
@@ -387,10 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
                     for key in ("sample_s", "score_s", "other_s", "update_s")}
     lengths = (summary["course_lib"]["mean_completion_tokens"], summary["trl"]["mean_completion_tokens"])
     report = {
-        "device": device,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
+        **versions(device),
         "settings": {
             **{k: v for k, v in vars(args).items() if k != "out"},
             "model_shape": {k: getattr(shape, k) for k in ("n_layer", "n_embd", "n_head", "n_positions")},

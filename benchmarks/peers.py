@@ -24,6 +24,15 @@ def hf_tokenizer(tokenizer) -> PreTrainedTokenizerFast:
     return wrapped
 
 
+def versions(device: str) -> dict:
+    """Where a benchmark ran: the device and the versions of torch, transformers and TRL."""
+    import transformers
+    import trl
+
+    return {"device": device, "torch": torch.__version__, "transformers": transformers.__version__,
+            "trl": trl.__version__}
+
+
 def synchronize(device: str) -> None:
     """Wait for the GPU's queued work, so that a clock read after it measures it."""
     if device == "cuda":

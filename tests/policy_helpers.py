@@ -47,3 +47,13 @@ def crash_during_fit(trainer, step: int) -> None:
     trainer.train_step = crashing
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
+
+
+def sft_policy_for_tests(config, tokenizer):
+    """A tiny policy after three epochs of SFT on 256 world pairs, so that it writes something other than noise."""
+    from course_lib.policy.sft import PolicyTrainingConfig, SFTTrainer
+
+    data = generate_preference_pairs(WorldConfig(n_pairs=256, seed=1))
+    policy = build_policy(config, tokenizer, seed=0)
+    SFTTrainer(policy, tokenizer, data, PolicyTrainingConfig(epochs=3, lr=5e-3, progress=False)).fit()
+    return policy.eval()

@@ -27,7 +27,7 @@ from course_lib.policy.sft import PolicyTrainingConfig, SFTTrainer
 from course_lib.uncertainty import mean_estimate, paired_bootstrap
 from course_lib.world import WorldConfig, generate_preference_pairs, gold_rewards, sample_prompts
 
-from policy_helpers import crash_during_fit
+from policy_helpers import crash_during_fit, sft_policy_for_tests
 
 TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
 
@@ -44,11 +44,8 @@ def pairs():
 
 @pytest.fixture(scope="module")
 def sft_policy(tokenizer):
-    """A tiny policy after a little SFT, so that it writes something other than noise."""
-    data = generate_preference_pairs(WorldConfig(n_pairs=256, seed=1))
-    policy = build_policy(TINY, tokenizer, seed=0)
-    SFTTrainer(policy, tokenizer, data, PolicyTrainingConfig(epochs=3, lr=5e-3, progress=False)).fit()
-    return policy.eval()
+    """A tiny policy after a little SFT (see ``sft_policy_for_tests``)."""
+    return sft_policy_for_tests(TINY, tokenizer)
 
 
 def dpo_config(**overrides):

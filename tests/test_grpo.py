@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from course_lib.losses import grpo_loss
-from course_lib.policy import PolicyConfig, build_policy, train_tokenizer, world_texts
+from course_lib.policy import PolicyConfig, train_tokenizer, world_texts
 from course_lib.policy.grpo import GRPOConfig, GRPOTrainer
 from course_lib.policy.logprobs import response_token_mask, token_logprobs
 from course_lib.policy.rewards import (
@@ -26,10 +26,9 @@ from course_lib.policy.rewards import (
     reward_model_reward,
     verifiable_reward,
 )
-from course_lib.policy.sft import PolicyTrainingConfig, SFTTrainer
-from course_lib.world import WorldConfig, generate_preference_pairs, gold_rewards, sample_prompts
+from course_lib.world import gold_rewards, sample_prompts
 
-from policy_helpers import crash_during_fit
+from policy_helpers import crash_during_fit, sft_policy_for_tests
 from trl_reference import trl_grpo_loss
 
 TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
@@ -42,10 +41,8 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def sft_policy(tokenizer):
-    data = generate_preference_pairs(WorldConfig(n_pairs=256, seed=1))
-    policy = build_policy(TINY, tokenizer, seed=0)
-    SFTTrainer(policy, tokenizer, data, PolicyTrainingConfig(epochs=3, lr=5e-3, progress=False)).fit()
-    return policy.eval()
+    """A tiny policy after a little SFT (see ``sft_policy_for_tests``)."""
+    return sft_policy_for_tests(TINY, tokenizer)
 
 
 @pytest.fixture(scope="module")
