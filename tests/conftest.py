@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,19 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # Two threads per process would oversubscribe the cores, and torch's threads spin-wait for each
 # other, which slows the small models of Chapter 07 many times over.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config):
+    """torch.compile's C++ cache, one per checkout and test worker (unless the caller chose one).
+
+    Two processes compiling into one cache race on its shared files (seen in a fresh clone's
+    run as g++ failing with "'at::vec' has not been declared").
+    """
+    ours = os.path.join(tempfile.gettempdir(), f"torchinductor_course_{hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]}_")
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen is not None and not chosen.startswith(ours):  # the caller's choice (a worker inherits ours)
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = ours + getattr(config, "workerinput", {}).get("workerid", "main")
 
 
 @pytest.fixture(scope="session")
