@@ -126,12 +126,16 @@ def test_check_flags_stray_state(mini_course):
     (mini_course / "notebooks" / ".ipynb_checkpoints").mkdir()
     lesson_path = mini_course / "notebooks" / "99_demo.ipynb"
     lesson = nbformat.read(lesson_path, 4)
-    lesson.cells[1].outputs = [nbformat.v4.new_output("stream", text="saved to /home/alice/runs/x.pt\n")]
+    lesson.cells[1].outputs = [nbformat.v4.new_output("stream", text="saved to /home/alice/runs/x.pt\n"),
+                               nbformat.v4.new_output("stream", name="stderr",
+                                                      text="SFT 1/2:  40%|████      | 8/20 [00:01<00:02,  5.6it/s]\r"
+                                                           "SFT 1/2: 100%|██████████| 20/20 [00:03<00:00,  5.9it/s]\n")]
     write_notebook(lesson, lesson_path)
     (mini_course / "exercises" / "98_orphan.ipynb").write_text((mini_course / "exercises" / "99_demo.ipynb").read_text())
     problems = "\n".join(course_problems(mini_course))
     assert "checkpoint folder" in problems
     assert "local path ('/home/alice/')" in problems
+    assert "99_demo.ipynb, cell 1: 2 progress-bar line(s) stored on stderr" in problems
     assert "98_orphan.ipynb has no solution" in problems
     solution = nbformat.read(mini_course / "solutions" / "99_demo.ipynb", 4)
     solution.cells[1].outputs = [nbformat.v4.new_output("stream", text="hi\n")]

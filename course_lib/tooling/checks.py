@@ -1,7 +1,7 @@
 """``course check``: the repository carries no stray notebook state.
 
 Fails when exercises are out of step with solutions, when checkpoint folders sit
-next to notebooks, when stored outputs leak absolute local paths, when solutions
+next to notebooks, when stored outputs leak absolute local paths or keep progress bars, when solutions
 or exercises carry outputs, or when a chapter notebook has no parameters cell.
 """
 
@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from .exercises import exercise_problems
-from .notebook_io import CHAPTER_FOLDERS, chapter_notebooks, parameters_cell_index, read_notebook
+from .notebook_io import CHAPTER_FOLDERS, chapter_notebooks, parameters_cell_index, progress_bar_lines, read_notebook
 
 LOCAL_PATH = re.compile(r"(/home/[^/\s\"']+/|/Users/[^/\s\"']+/|/root/|/tmp/|[A-Za-z]:\\\\Users\\\\)")
 
@@ -38,6 +38,10 @@ def stray_state_problems(root: Path) -> list[str]:
                 text = _outputs_text(cell)
                 if folder != "notebooks" and cell.outputs:
                     problems.append(f"{rel}, cell {index}: has outputs; {folder}/ notebooks are stored without them")
+                bars = progress_bar_lines(cell.outputs)
+                if bars:
+                    problems.append(f"{rel}, cell {index}: {bars} progress-bar line(s) stored on stderr; store executed "
+                                    "notebooks through 'course refresh' (which drops them)")
                 match = LOCAL_PATH.search(text) or (str(root) in text and re.compile(re.escape(str(root))).search(text))
                 if match:
                     problems.append(f"{rel}, cell {index}: output contains a local path ({match.group(0)!r})")

@@ -23,7 +23,14 @@ from jupyter_client.kernelspec import KernelSpecManager
 from nbclient.exceptions import CellTimeoutError
 
 from ..results import format_value, results_from_outputs
-from .notebook_io import KERNEL_NAME, parameters_cell_index, read_notebook, write_bytes_atomic, write_text_atomic
+from .notebook_io import (
+    KERNEL_NAME,
+    parameters_cell_index,
+    read_notebook,
+    strip_progress_bars,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 
 
 # Seconds one cell may run before its notebook fails, per profile. A limit is there to end
@@ -215,24 +222,6 @@ def write_report(runs: list[NotebookRun], output_dir: Path, profile: str) -> Pat
     ]
     write_text_atomic(output_dir / "results.json", json.dumps({"profile": profile, "notebooks": summary}, indent=2) + "\n")
     return report
-
-
-# A line of a text progress bar (tqdm and the like): "name:  40%|████      | 19/47 [00:27<00:42, 1.52s/it]".
-PROGRESS_LINE = re.compile(r"^[^\n]*\d+%\|[^\n]*\|[^\n]*\[[^\n]*\]\s*$")
-
-
-def strip_progress_bars(outputs: list) -> list:
-    """The outputs without progress-bar lines on stderr (they are noise once the run is over)."""
-    kept = []
-    for output in outputs:
-        if output.get("output_type") == "stream" and output.get("name") == "stderr":
-            lines = [line for line in re.split(r"(?<=\n)|\r", output["text"]) if not PROGRESS_LINE.match(line.rstrip("\n"))]
-            text = "".join(line for line in lines if line.strip())
-            if not text:
-                continue
-            output["text"] = text
-        kept.append(output)
-    return kept
 
 
 def normalize_executed(nb) -> None:

@@ -7,6 +7,7 @@ interrupted run never leaves a half-written notebook behind.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -104,3 +105,38 @@ def parameters_cell_index(nb: nbformat.NotebookNode) -> int | None:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             return index
     return None
+
+
+# A line of a text progress bar (tqdm and the like): "name:  40%|████      | 19/47 [00:27<00:42, 1.52s/it]".
+PROGRESS_LINE = re.compile(r"^[^\n]*\d+%\|[^\n]*\|[^\n]*\[[^\n]*\]\s*$")
+
+
+def _is_progress_bar(line: str) -> bool:
+    return bool(PROGRESS_LINE.match(line.rstrip("\n")))
+
+
+def _stream_lines(text: str) -> list[str]:
+    """A stream's lines, a carriage return (a bar redrawn in place) ending a line too."""
+    return re.split(r"(?<=\n)|\r", text)
+
+
+def _is_stderr(output) -> bool:
+    return output.get("output_type") == "stream" and output.get("name") == "stderr"
+
+
+def progress_bar_lines(outputs: list) -> int:
+    """How many progress-bar lines the stderr outputs of a cell hold."""
+    return sum(_is_progress_bar(line) for output in outputs if _is_stderr(output) for line in _stream_lines(output["text"]))
+
+
+def strip_progress_bars(outputs: list) -> list:
+    """The outputs without progress-bar lines on stderr (they are noise once the run is over)."""
+    kept = []
+    for output in outputs:
+        if _is_stderr(output):
+            text = "".join(line for line in _stream_lines(output["text"]) if line.strip() and not _is_progress_bar(line))
+            if not text:
+                continue
+            output["text"] = text
+        kept.append(output)
+    return kept
