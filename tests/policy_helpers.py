@@ -1,12 +1,19 @@
-"""Helpers shared by the policy tests: a briefly trained tiny policy, and a trainer that crashes at a step."""
+"""Helpers shared by the policy tests: a briefly trained tiny policy, its fixtures, and a trainer that crashes at a step.
+
+A test module that wants the fixtures imports them by name (``from policy_helpers import model, one_thread,
+prompts``) and defines its own ``tokenizer`` fixture.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from course_lib.policy import build_policy
-from course_lib.world import WorldConfig, generate_preference_pairs
+from course_lib.policy import PolicyConfig, build_policy
+from course_lib.runtime import single_threaded
+from course_lib.world import WorldConfig, generate_preference_pairs, sample_prompts
+
+TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
 
 
 def briefly_trained_policy(config, tokenizer):
@@ -57,3 +64,21 @@ def sft_policy_for_tests(config, tokenizer):
     policy = build_policy(config, tokenizer, seed=0)
     SFTTrainer(policy, tokenizer, data, PolicyTrainingConfig(epochs=3, lr=5e-3, progress=False)).fit()
     return policy.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to share out; on a busy CPU a second thread only waits."""
+    with single_threaded():
+        yield
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    """The tiny policy after a few supervised steps (see ``briefly_trained_policy``)."""
+    return briefly_trained_policy(TINY, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[str]:
+    return list(sample_prompts(8, seed=1)["prompt"])

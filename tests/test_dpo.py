@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.losses import dpo_implied_rewards, dpo_loss, rpo_nll_loss
-from course_lib.policy import PolicyConfig, build_policy, train_tokenizer, world_texts
+from course_lib.policy import build_policy, train_tokenizer, world_texts
 from course_lib.policy.dpo import DPOConfig, DPOTrainer
 from course_lib.policy.evaluation import compare_policies, evaluate_policy
 from course_lib.policy.logprobs import score_sequences, sequence_logprobs, token_logprobs
@@ -27,9 +27,7 @@ from course_lib.policy.sft import PolicyTrainingConfig, SFTTrainer
 from course_lib.uncertainty import mean_estimate, paired_bootstrap
 from course_lib.world import WorldConfig, generate_preference_pairs, gold_rewards, sample_prompts
 
-from policy_helpers import crash_during_fit, sft_policy_for_tests
-
-TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
+from policy_helpers import TINY, crash_during_fit, sft_policy_for_tests
 
 
 @pytest.fixture(scope="module")

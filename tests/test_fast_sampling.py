@@ -17,38 +17,18 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from course_lib.policy import PolicyConfig, build_policy, generate, sampling, train_tokenizer, world_texts
-from course_lib.runtime import single_threaded
-from course_lib.world import sample_prompts
+from course_lib.policy import build_policy, generate, sampling, train_tokenizer, world_texts
 
-from policy_helpers import briefly_trained_policy
+from policy_helpers import TINY, model, one_thread, prompts  # noqa: F401 (shared fixtures)
 
-TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
+
 BATCH = 3  # 8 prompts: batches of 3, 3 and 2 (the last padded with a dummy row)
 SAMPLING = {"temperature": 0.7, "top_p": 0.9, "seed": 17}  # a seed whose first batch ends between two checks
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to share out; on a busy CPU a second thread only waits."""
-    with single_threaded():
-        yield
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tokenizer(world_texts(n_pairs=600))
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    """The tiny policy after a few supervised steps (see ``briefly_trained_policy``)."""
-    return briefly_trained_policy(TINY, tokenizer)
-
-
-@pytest.fixture(scope="module")
-def prompts() -> list[str]:
-    return list(sample_prompts(8, seed=1)["prompt"])
 
 
 @pytest.fixture(scope="module")

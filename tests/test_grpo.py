@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from course_lib.losses import grpo_loss
-from course_lib.policy import PolicyConfig, train_tokenizer, world_texts
+from course_lib.policy import train_tokenizer, world_texts
 from course_lib.policy.grpo import GRPOConfig, GRPOTrainer
 from course_lib.policy.logprobs import response_token_mask, token_logprobs
 from course_lib.policy.rewards import (
@@ -28,10 +28,8 @@ from course_lib.policy.rewards import (
 )
 from course_lib.world import gold_rewards, sample_prompts
 
-from policy_helpers import crash_during_fit, sft_policy_for_tests
+from policy_helpers import TINY, crash_during_fit, sft_policy_for_tests
 from trl_reference import trl_grpo_loss
-
-TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
 
 
 @pytest.fixture(scope="module")

@@ -26,19 +26,8 @@ from course_lib.policy import (
     train_tokenizer,
     world_texts,
 )
-from course_lib.runtime import single_threaded
-from course_lib.world import sample_prompts
 
-from policy_helpers import briefly_trained_policy
-
-TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to share out; on a busy CPU a second thread only waits."""
-    with single_threaded():
-        yield
+from policy_helpers import TINY, model, one_thread, prompts  # noqa: F401 (shared fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +38,6 @@ def texts() -> list[str]:
 @pytest.fixture(scope="module")
 def tokenizer(texts) -> PolicyTokenizer:
     return train_tokenizer(texts)
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    """The tiny policy after a few supervised steps (see ``briefly_trained_policy``)."""
-    return briefly_trained_policy(TINY, tokenizer)
-
-
-@pytest.fixture(scope="module")
-def prompts() -> list[str]:
-    return list(sample_prompts(8, seed=1)["prompt"])
 
 
 @pytest.fixture(scope="module")
