@@ -3,7 +3,7 @@
 Each module has one job and imports only from modules below it:
 
     results                   notebooks record their key numbers and figures
-    uncertainty               standard errors, Student-t and paired bootstrap intervals
+    uncertainty               standard errors of accuracies, Student-t and paired bootstrap intervals (items, seeds)
     runtime                   device, precision, local random state, processes (DDP), checkpoints
     losses                    preference losses as pure functions (BT, conservative, unbiased)
     bradley_terry             Chapter 01: BT fitting, Elo, arenas, bootstrap
@@ -14,6 +14,7 @@ Each module has one job and imports only from modules below it:
     loop                      Chapter 02: the one training loop (learners, epoch plans, statistics, resume)
     training                  Chapter 02: the Bradley-Terry trainer, a learner of the loop
     evaluation                Chapter 02: per-category accuracy, MiniRewardBench, RewardBench
+    calibration               Chapter 02: reliability table, ECE, NLL and temperature scaling (also Chapter 06)
     detection                 Chapter 03: noisy-pair detectors and their scores; noise-rate estimate
     selection                 Chapters 04-05: small-loss selection, peer review, curriculum sort
     collaborative             Chapters 04-05: two reward models trained together (ensemble, CRM), an epoch plan

@@ -211,6 +211,20 @@ class RewardModel(nn.Module):
             self.head = RewardHead(encoder.config.hidden_size, self.config.head_hidden_size, self.config.head_dropout)
             self.encoder = self._prepare_encoder(encoder)
         self._feature_cache: dict[str, torch.Tensor] = {}
+        self._cache_files_read: set[Path] = set()
+
+    def train(self, mode: bool = True):
+        """Set training mode; a frozen encoder stays in eval mode (it has no dropout and no gradient).
+
+        Skipping the encoder's hundreds of submodules matters: the training loop
+        switches modes on every step, and for a head on cached features that walk
+        cost more than the step itself.
+        """
+        if self.config.mode != "frozen":
+            return super().train(mode)
+        self.training = mode
+        self.head.train(mode)
+        return self
 
     def _prepare_encoder(self, encoder):
         mode = self.config.mode
@@ -287,8 +301,9 @@ class RewardModel(nn.Module):
         cache_file = None
         if cacheable and cache_dir is not None:
             cache_file = Path(cache_dir) / f"features-{self.feature_key('', '')[:16]}.pt"
-            if cache_file.exists():
+            if cache_file not in self._cache_files_read and cache_file.exists():  # read once per model
                 cache.update(torch.load(cache_file, weights_only=True))
+            self._cache_files_read.add(cache_file)
         missing = {key: (p, r) for key, p, r in zip(keys, prompts, responses) if key not in cache}
         if missing:
             missing_keys = list(missing)
@@ -322,6 +337,7 @@ def frozen_model_with_new_head(base: RewardModel, head_hidden_size: int | None =
     config = replace(base.config, head_hidden_size=head_hidden_size, head_dropout=head_dropout, seed=seed)
     model = RewardModel(config, encoder=base.encoder, tokenizer=base.tokenizer).to(base.device)
     model._feature_cache = base._feature_cache
+    model._cache_files_read = base._cache_files_read
     return model
 
 
