@@ -13,7 +13,10 @@ Methods (``CollaborativeConfig.method``):
   the end): the baseline with the same compute as peer review;
 - ``"peer_review"``: Co-teaching (Han et al. 2018) / CRM peer review (arXiv
   2505.10597): each model is updated on the small-loss pairs its PEER kept;
-- ``"self_review"``: the ablation: each model is updated on the pairs IT kept.
+- ``"self_review"``: the ablation: each model is updated on the pairs IT kept;
+- ``"coteaching_plus"``: Co-teaching+ (Yu et al. 2019): peer review while the
+  forget rate ramps up, then peer review restricted to the pairs the two models
+  disagree on (:func:`course_lib.selection.disagreement_select`).
 
 With ``curriculum=True`` every epoch visits the pairs from easy to hard by the
 two models' summed margins (CRM's Curriculum Sort, Chapter 05); otherwise the
@@ -31,10 +34,11 @@ import torch.nn.functional as F
 
 from .loop import EpochPlan, TrainingHistory, TrainingLoop, global_pair_losses
 from .runtime import gather_rows, shard
-from .selection import curriculum_sort, forget_rate_schedule, peer_review_select, self_review_select
+from .selection import curriculum_sort, disagreement_select, forget_rate_schedule, peer_review_select, self_review_select
 from .training import BradleyTerryTrainer
 
-METHODS = ("ensemble", "peer_review", "self_review")
+METHODS = ("ensemble", "peer_review", "self_review", "coteaching_plus")
+RULES = {"peer_review": peer_review_select, "self_review": self_review_select, "coteaching_plus": peer_review_select}
 
 
 @dataclass
@@ -99,11 +103,17 @@ class CollaborativePlan(EpochPlan):
         self.trainers, self.config = (trainer_a, trainer_b), config
         epochs, n_pairs = trainer_a.config.epochs, trainer_a.n_pairs
         self.selected = [torch.zeros(epochs, n_pairs, dtype=torch.bool) for _ in range(2)]
-        self.rule = peer_review_select if config.method == "peer_review" else self_review_select
+        self.rule = RULES.get(config.method, self_review_select)
         self.epoch_masks: list[torch.Tensor] | None = None
 
     def keep_ratio(self, epoch: int) -> float:
         return 1.0 - forget_rate_schedule(epoch, self.config.noise_rate, self.config.ramp_epochs)
+
+    def rule_of(self, epoch: int):
+        """The selection rule of this epoch (Co-teaching+ switches to disagreement after the ramp)."""
+        if self.config.method == "coteaching_plus" and epoch >= self.config.ramp_epochs:
+            return disagreement_select
+        return self.rule
 
     def selecting(self, epoch: int) -> bool:
         return self.config.method != "ensemble" and self.keep_ratio(epoch) < 1.0
@@ -115,7 +125,7 @@ class CollaborativePlan(EpochPlan):
         margins = [all_pair_margins(trainer) for trainer in self.trainers]
         if self.selecting(epoch):
             losses = [-F.logsigmoid(m) for m in margins]
-            self.epoch_masks = list(self.rule(*losses, self.keep_ratio(epoch)))
+            self.epoch_masks = list(self.rule_of(epoch)(*losses, self.keep_ratio(epoch)))
         return curriculum_sort(*margins)
 
     def select(self, epoch: int, indices: torch.Tensor, batches: list) -> list[torch.Tensor]:
@@ -129,7 +139,7 @@ class CollaborativePlan(EpochPlan):
             masks = [mask[indices] for mask in self.epoch_masks]
         else:
             losses = [global_pair_losses(t, b, len(indices)) for t, b in zip(self.trainers, batches)]
-            masks = list(self.rule(*losses, self.keep_ratio(epoch)))
+            masks = list(self.rule_of(epoch)(*losses, self.keep_ratio(epoch)))
         for selected, mask in zip(self.selected, masks):
             selected[epoch, indices] = mask
         return masks

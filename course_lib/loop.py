@@ -72,7 +72,8 @@ class TrainingHistory:
     that step's update, as in dataset cartography (Swayamdipta et al. 2020). A pair
     not visited in an epoch (or a statistic a trainer does not record) holds NaN.
     ``step_loss`` is the mean training loss over the selected pairs of every optimizer
-    step; ``eval_metrics`` one dict per epoch when an eval set is given.
+    step; ``eval_metrics`` one dict per epoch when an eval set is given;
+    ``best_epoch`` the epoch whose weights early stopping kept (``None``: the last).
 
     Defined in Chapter 02; read in Chapter 03.
     """
@@ -83,6 +84,7 @@ class TrainingHistory:
     step_loss: list[float] = field(default_factory=list)
     eval_metrics: list[dict] = field(default_factory=list)
     epochs_done: int = 0
+    best_epoch: int | None = None
 
     @classmethod
     def empty(cls, epochs: int, n_pairs: int) -> TrainingHistory:

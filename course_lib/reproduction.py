@@ -20,6 +20,27 @@ and trains scalar heads with the same budget of epochs per model:
                     (Zhang et al. 2025, "Two Minds Better Than One", arXiv 2505.10597)
 ==================  ==============================================================
 
+``course sweep`` adds the baselines and the ablation an expert asks for
+(:data:`SWEEP_METHODS`):
+
+===================  =============================================================
+``early_stop``       one RM; a tenth of the (noisy) pairs is held out and the
+                     epoch with the best accuracy on it is kept
+``coteaching_plus``  Co-teaching+ (Yu et al. 2019): peer review on the pairs the
+                     two RMs disagree on
+``crm_self_review``  Self-Review + Curriculum Sort: CRM without the peer exchange
+===================  =============================================================
+
+and noise beyond symmetric flips (:data:`NOISE_MODELS`): Bradley-Terry-sampled
+labels, whose errors fall on the pairs of small gold margin, and an annotator who
+picks the longer answer half the time. Each trains on the world's pairs labelled
+that way; the methods are told the true share of labels that disagree with gold.
+
+Heads share one frozen encoder unless ``ReproductionConfig.encoder == "lora"``:
+then every reward model has its own LoRA adapters on the top encoder layers, so two
+models can make different mistakes in their representations as well as in their
+heads (``course sweep --profile lora_cpu``, or ``lora`` on a GPU).
+
 Two-model methods are scored with the average of both models' rewards (the
 course's choice for what the paper leaves open; Chapter 04 measures the
 alternative of keeping one model). ``eta`` is the true noise rate unless the
@@ -30,20 +51,38 @@ Defined in Chapter 05.
 
 from __future__ import annotations
 
+import base64
+import copy
 import time
+import zlib
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from .collaborative import CollaborativeConfig, CollaborativeHistory, train_two_models
-from .evaluation import MINI_REWARD_BENCH_SECTIONS, mini_reward_bench_score
+from .evaluation import MINI_REWARD_BENCH_SECTIONS, mini_reward_bench_score, pair_outcomes
 from .reward_model import RewardModel, frozen_model_with_new_head, score
 from .training import BradleyTerryTrainer, TrainingConfig, TrainingHistory
 from .world import WorldConfig, generate_preference_pairs
 
 METHODS = ("single", "conservative", "unbiased", "ensemble", "self_review", "peer_review", "crm")
+SWEEP_METHODS = ("single", "conservative", "unbiased", "early_stop", "ensemble", "coteaching_plus", "self_review",
+                 "peer_review", "crm_self_review", "crm")
 SECTIONS = tuple(MINI_REWARD_BENCH_SECTIONS)
+TWO_MODEL_RULES = {"ensemble": ("ensemble", False), "self_review": ("self_review", False),
+                   "peer_review": ("peer_review", False), "crm": ("peer_review", True),
+                   "crm_self_review": ("self_review", True), "coteaching_plus": ("coteaching_plus", False)}
+
+# Named labelling processes of the sweep: WorldConfig fields. Symmetric flips are also
+# accepted as a plain float rate wherever a noise is asked for.
+NOISE_MODELS: dict[str, dict] = {
+    "clean": {},
+    "flip20": {"noise_rate": 0.2},
+    "flip40": {"noise_rate": 0.4},
+    "bt": {"label_mode": "bt", "temperature": 3.0},  # about 27% of labels disagree with gold
+    "length": {"length_bias": 0.5},  # the longer answer wins half the time: about 25% disagree
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +90,9 @@ class ReproductionConfig:
     """Sizes and training settings shared by every cell of the grid.
 
     ``assumed_noise_rate``: the eta the methods are told (``None``: the true rate).
+    ``val_fraction``: share of the pairs ``early_stop`` holds out for validation.
+    ``encoder``: ``"frozen"`` (heads on one shared encoder) or ``"lora"`` (each model
+    has adapters on ``lora_layers`` of its own copy of the encoder).
     """
 
     n_pairs: int = 3000
@@ -62,20 +104,36 @@ class ReproductionConfig:
     ramp_epochs: int = 2
     max_length: int = 128
     assumed_noise_rate: float | None = None
+    val_fraction: float = 0.1
+    encoder: str = "frozen"
+    lora_layers: tuple[int, ...] = (4, 5)
+    lora_rank: int = 8
 
     def __post_init__(self):
         for name in ("n_pairs", "n_bench", "epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ReproductionConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.encoder not in ("frozen", "lora"):
+            raise ValueError(f"ReproductionConfig: encoder must be 'frozen' or 'lora', got {self.encoder!r}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ValueError(f"ReproductionConfig: val_fraction must be in (0, 0.5), got {self.val_fraction}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+# The lessons (Chapters 04-05) train 20 epochs on 3,000 pairs; the sweep uses the same
+# settings, with a benchmark of 2,500 pairs per section (standard error <= 0.01 each).
 PROFILES = {
     "smoke": ReproductionConfig(n_pairs=300, n_bench=30, epochs=8, max_length=96),
-    "standard": ReproductionConfig(),
-    "full": ReproductionConfig(n_pairs=20000, n_bench=500, epochs=30, max_length=256),
+    "standard": ReproductionConfig(epochs=20, n_bench=2500),
+    "full": ReproductionConfig(n_pairs=20000, n_bench=2500, epochs=20, max_length=256),
+    # Separate LoRA encoders. lora_cpu: the size that runs on two CPU cores in about a minute per model;
+    # lora: the GPU version at the standard profile's data size.
+    "lora_cpu": ReproductionConfig(n_pairs=800, n_bench=250, epochs=3, lr=5e-4, batch_size=16, max_length=64,
+                                   head_hidden_size=None, encoder="lora"),
+    "lora": ReproductionConfig(n_pairs=3000, n_bench=2500, epochs=5, lr=5e-4, batch_size=16, max_length=128,
+                               head_hidden_size=None, encoder="lora"),
 }
 
 
@@ -87,16 +145,44 @@ def profile_config(profile: str, **overrides) -> ReproductionConfig:
 
 
 def check_methods(methods) -> list[str]:
-    """The method names, validated against :data:`METHODS`."""
-    unknown = [m for m in methods if m not in METHODS]
+    """The method names, validated against :data:`SWEEP_METHODS`."""
+    unknown = [m for m in methods if m not in SWEEP_METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(SWEEP_METHODS)}")
     return list(methods)
+
+
+def check_noises(noises) -> list:
+    """Noise names of :data:`NOISE_MODELS`, or symmetric flip rates in [0, 0.5)."""
+    checked = []
+    for noise in noises:
+        if isinstance(noise, str) and noise not in NOISE_MODELS:
+            raise ValueError(f"unknown noise {noise!r}; choose from {list(NOISE_MODELS)} or give a flip rate")
+        if not isinstance(noise, str) and not 0.0 <= float(noise) < 0.5:
+            raise ValueError(f"noise rates must be in [0, 0.5), got {noise}")
+        checked.append(noise if isinstance(noise, str) else float(noise))
+    return checked
+
+
+def new_model(base: RewardModel, config: ReproductionConfig, seed: int) -> RewardModel:
+    """A reward model with a new head on ``base``: a shared frozen encoder, or its own LoRA copy."""
+    if config.encoder == "frozen":
+        return frozen_model_with_new_head(base, head_hidden_size=config.head_hidden_size, seed=seed)
+    model_config = replace(base.config, mode="lora", head_hidden_size=config.head_hidden_size, seed=seed,
+                           max_length=config.max_length, lora_layers=list(config.lora_layers), lora_rank=config.lora_rank)
+    return RewardModel(model_config, encoder=copy.deepcopy(base.encoder), tokenizer=base.tokenizer).to(base.device)
+
+
+def validation_split(n_pairs: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, validation)``: a seeded random ``fraction`` held out."""
+    order = np.random.default_rng(seed).permutation(n_pairs)
+    n_val = max(1, int(round(fraction * n_pairs)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def train_method(method: str, base: RewardModel, train, config: ReproductionConfig, eta: float, seed: int,
                  device: str = "cpu", **overrides) -> tuple[list[RewardModel], TrainingHistory | CollaborativeHistory]:
-    """Train ``method`` on ``train`` (heads on ``base``'s frozen features).
+    """Train ``method`` on ``train`` (heads on ``base``'s frozen features, or LoRA copies of its encoder).
 
     Returns the models whose rewards are averaged, and the run's history (a
     :class:`~course_lib.training.TrainingHistory` for one model, a
@@ -110,19 +196,23 @@ def train_method(method: str, base: RewardModel, train, config: ReproductionConf
     """
     check_methods([method])
 
-    def trainer(model_seed: int, **loss):
-        model = frozen_model_with_new_head(base, head_hidden_size=config.head_hidden_size, seed=model_seed)
+    def trainer(model_seed: int, pairs=train, eval_pairs=None, **loss):
+        model = new_model(base, config, model_seed)
         settings = TrainingConfig(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size, seed=model_seed,
                                   record_grad_norms=False, progress=False, device=device, **loss)
-        return model, BradleyTerryTrainer(model, train, settings)
+        return model, BradleyTerryTrainer(model, pairs, settings, eval_dataset=eval_pairs)
 
     if method in ("single", "conservative", "unbiased"):
         loss = {} if method == "single" else {"loss": method, "assumed_flip_rate": eta}
         model, single = trainer(1000 * seed + 1, **loss)
         return [model], single.fit()
+    if method == "early_stop":
+        fit_rows, val_rows = validation_split(len(train), config.val_fraction, seed)
+        model, single = trainer(1000 * seed + 1, train.select(fit_rows), train.select(val_rows), keep_best=True)
+        return [model], single.fit()
     (model_a, trainer_a), (model_b, trainer_b) = trainer(1000 * seed + 1), trainer(1000 * seed + 2)
-    rule = {"crm": "peer_review"}.get(method, method)
-    settings = dict(method=rule, noise_rate=eta, ramp_epochs=config.ramp_epochs, curriculum=method == "crm")
+    rule, curriculum = TWO_MODEL_RULES[method]
+    settings = dict(method=rule, noise_rate=eta, ramp_epochs=config.ramp_epochs, curriculum=curriculum)
     history = train_two_models(trainer_a, trainer_b, CollaborativeConfig(**{**settings, **overrides}), progress=False)
     return [model_a, model_b], history
 
@@ -147,30 +237,81 @@ def cross_fitted_margins(base: RewardModel, train, config: ReproductionConfig, s
     return margins
 
 
-def score_models(models: list[RewardModel], bench) -> dict[str, float]:
-    """MiniRewardBench score of the models' averaged rewards: ``{"average": ..., section: ...}``."""
+def bench_rewards(models: list[RewardModel], bench) -> tuple[np.ndarray, np.ndarray]:
+    """The models' averaged rewards of every benchmark pair's chosen and rejected answer."""
     chosen = np.mean([score(m, bench["prompt"], bench["chosen"]) for m in models], axis=0)
     rejected = np.mean([score(m, bench["prompt"], bench["rejected"]) for m in models], axis=0)
-    report = mini_reward_bench_score(chosen, rejected, bench["category"])
+    return chosen, rejected
+
+
+def score_models(models: list[RewardModel], bench) -> dict[str, float]:
+    """MiniRewardBench score of the models' averaged rewards: ``{"average": ..., section: ...}``."""
+    report = mini_reward_bench_score(*bench_rewards(models, bench), bench["category"])
     return {"average": float(report.score), **{name: float(value) for name, value in report.sections.items()}}
 
 
-def noisy_pairs(config: ReproductionConfig, noise_rate: float, seed: int):
-    """The world's training pairs for a cell (same texts for every noise rate of a seed)."""
-    return generate_preference_pairs(WorldConfig(n_pairs=config.n_pairs, seed=seed, noise_rate=noise_rate))
+def encode_outcomes(outcomes) -> str:
+    """Per-item outcomes (0, 0.5, 1) as a short text: zlib-compressed bytes 0/1/2, base64."""
+    codes = np.rint(np.asarray(outcomes, dtype=np.float64) * 2).astype(np.uint8)
+    return base64.b64encode(zlib.compress(codes.tobytes(), 9)).decode("ascii")
 
 
-def run_cell(method: str, noise_rate: float, seed: int, base: RewardModel, bench, config: ReproductionConfig,
-             device: str = "cpu", cache_dir=None) -> dict:
-    """Train and score one grid cell; returns a flat row (method, noise_rate, seed, scores, seconds)."""
+def decode_outcomes(text: str) -> np.ndarray:
+    """The inverse of :func:`encode_outcomes`."""
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint8) / 2.0
+
+
+def selection_summary(history, is_flipped: np.ndarray) -> dict[str, float]:
+    """For two models, the last epoch's update sets: ``selection_agreement`` = |A and B| / |A|
+    (1: both models were updated on the same pairs) and ``selection_precision`` = share of
+    the selected pairs whose label agrees with gold. NaN for one model or no selection."""
+    if not isinstance(history, CollaborativeHistory) or history.selected_a is None:
+        return {"selection_agreement": float("nan"), "selection_precision": float("nan")}
+    a, b = history.selected_a[-1].numpy(), history.selected_b[-1].numpy()
+    if a.all() and b.all():
+        return {"selection_agreement": float("nan"), "selection_precision": float("nan")}
+    agreement = float((a & b).sum() / max(a.sum(), 1))
+    chosen = a | b
+    return {"selection_agreement": agreement, "selection_precision": float((~is_flipped[chosen]).mean()) if chosen.any() else float("nan")}
+
+
+def noisy_pairs(config: ReproductionConfig, noise, seed: int):
+    """The world's training pairs for a cell (same texts for every noise of a seed).
+
+    ``noise``: a symmetric flip rate, or a name from :data:`NOISE_MODELS`.
+    """
+    fields = {"noise_rate": float(noise)} if not isinstance(noise, str) else NOISE_MODELS[check_noises([noise])[0]]
+    return generate_preference_pairs(WorldConfig(n_pairs=config.n_pairs, seed=seed, **fields))
+
+
+def run_cell(method: str, noise, seed: int, base: RewardModel, bench, config: ReproductionConfig,
+             device: str = "cpu", cache_dir=None, keep_outcomes: bool = False) -> dict:
+    """Train and score one grid cell; returns a flat row (method, noise, noise_rate, seed, scores, seconds).
+
+    ``noise``: a symmetric flip rate or a name from :data:`NOISE_MODELS`; ``noise_rate``
+    in the row is the eta the methods were told (for a named noise, the share of
+    training labels that disagree with gold). ``keep_outcomes`` adds ``outcomes``, the
+    per-item benchmark outcomes (:func:`encode_outcomes`), for paired intervals.
+    """
     started = time.monotonic()
-    train = noisy_pairs(config, noise_rate, seed)
-    for column in ("chosen", "rejected"):  # encode once (and reuse the disk cache across cells)
-        base.embed(train["prompt"], train[column], cache_dir=cache_dir, progress=False)
-    eta = noise_rate if config.assumed_noise_rate is None else config.assumed_noise_rate
-    models, _ = train_method(method, base, train, config, eta, seed, device)
-    return {"method": method, "noise_rate": noise_rate, "seed": seed, "eta": eta, **score_models(models, bench),
-            "seconds": round(time.monotonic() - started, 1)}
+    train = noisy_pairs(config, noise, seed)
+    if config.encoder == "frozen":
+        for column in ("chosen", "rejected"):  # encode once (and reuse the disk cache across cells)
+            base.embed(train["prompt"], train[column], cache_dir=cache_dir, progress=False)
+    true_rate = float(noise) if not isinstance(noise, str) else float(np.mean(train["is_flipped"]))
+    if isinstance(noise, str) and "noise_rate" in NOISE_MODELS[noise]:
+        true_rate = NOISE_MODELS[noise]["noise_rate"]
+    eta = true_rate if config.assumed_noise_rate is None else config.assumed_noise_rate
+    models, history = train_method(method, base, train, config, eta, seed, device)
+    chosen, rejected = bench_rewards(models, bench)
+    report = mini_reward_bench_score(chosen, rejected, bench["category"])
+    row = {"method": method, "noise": noise if isinstance(noise, str) else f"flip{round(100 * float(noise))}",
+           "noise_rate": round(true_rate, 4), "seed": seed, "eta": round(eta, 4), "average": float(report.score),
+           **{name: float(value) for name, value in report.sections.items()}}
+    row.update(selection_summary(history, np.asarray(train["is_flipped"], dtype=bool)))
+    if keep_outcomes:
+        row["outcomes"] = encode_outcomes(pair_outcomes(chosen, rejected))
+    return {**row, "seconds": round(time.monotonic() - started, 1)}
 
 
 def summarize(rows, value: str = "average") -> pd.DataFrame:
@@ -178,7 +319,7 @@ def summarize(rows, value: str = "average") -> pd.DataFrame:
 
     Columns: ``method``, ``noise_rate``, ``mean``, ``std`` (sample std, 0 for one
     seed), ``n_seeds``, ``gain_vs_single`` (mean difference to ``single`` at the
-    same noise rate, NaN without a single run). Methods keep :data:`METHODS` order.
+    same noise rate, NaN without a single run). Methods keep :data:`SWEEP_METHODS` order.
     """
     frame = pd.DataFrame(list(rows))
     if frame.empty:
@@ -191,6 +332,6 @@ def summarize(rows, value: str = "average") -> pd.DataFrame:
              .reset_index())
     baseline = table[table.method == "single"].set_index("noise_rate")["mean"]
     table["gain_vs_single"] = table["mean"] - table["noise_rate"].map(baseline)
-    order = {m: i for i, m in enumerate(METHODS)}
+    order = {m: i for i, m in enumerate(SWEEP_METHODS)}
     table = table.sort_values(["noise_rate", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
     return table.reset_index(drop=True)

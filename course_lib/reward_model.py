@@ -133,7 +133,10 @@ class RewardModelConfig:
     ``backbone``: model name or folder, ``None`` for the bundled MiniLM. ``mode``:
     ``"frozen"``, ``"lora"`` or ``"full"``. ``head_hidden_size``: ``None`` for a
     linear head, else the width of a one-hidden-layer ReLU MLP. ``seed`` fixes the
-    head's (and LoRA's) initial weights.
+    head's (and LoRA's) initial weights. ``lora_layers``: indices of the encoder
+    layers that get adapters (peft's ``layers_to_transform``; ``None``: all). Adapting
+    only the top layers stops the backward pass there, which is what makes two
+    separately trained encoders affordable on a CPU (the reproduction's LoRA variant).
 
     Defined in Chapter 02.
     """
@@ -148,6 +151,7 @@ class RewardModelConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    lora_layers: list[int] | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -239,6 +243,7 @@ class RewardModel(nn.Module):
                 lora_alpha=self.config.lora_alpha,
                 lora_dropout=self.config.lora_dropout,
                 target_modules=list(self.config.lora_target_modules),
+                layers_to_transform=None if self.config.lora_layers is None else list(self.config.lora_layers),
             )
             with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

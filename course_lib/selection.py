@@ -87,6 +87,33 @@ def self_review_select(losses_a: torch.Tensor, losses_b: torch.Tensor, keep_rati
     return small_loss_selection(losses_a, keep_ratio), small_loss_selection(losses_b, keep_ratio)
 
 
+def disagreement_select(losses_a: torch.Tensor, losses_b: torch.Tensor, keep_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Co-teaching+ (Yu et al. 2019, "How does Disagreement Help Generalization against Label Corruption?").
+
+    Only pairs on which the two models DISAGREE are candidates: for a pair, a model
+    agrees with the label when its BT loss ``-log sigma(margin)`` is below ``ln 2``
+    (margin > 0), so the two disagree when exactly one of them is below. Among those,
+    each model keeps its small-loss ``keep_ratio`` share and hands it to its peer, as
+    in peer review. With no disagreement in the batch, nobody is updated (the paper's
+    rule after its warm-up; :mod:`course_lib.collaborative` runs plain peer review
+    during the warm-up). Keeping the two models apart is the point: Co-teaching's
+    two networks become alike as training goes on, and then review each other's
+    mistakes less.
+
+    Defined in Chapter 05 (the reproduction's baselines).
+    """
+    threshold = torch.log(torch.tensor(2.0, dtype=losses_a.dtype))
+    disagree = (losses_a < threshold) != (losses_b < threshold)
+    update_a = torch.zeros_like(disagree)
+    update_b = torch.zeros_like(disagree)
+    if disagree.any():
+        rows = torch.nonzero(disagree).flatten()
+        kept_for_a, kept_for_b = peer_review_select(losses_a[rows], losses_b[rows], keep_ratio)
+        update_a[rows[kept_for_a]] = True
+        update_b[rows[kept_for_b]] = True
+    return update_a, update_b
+
+
 def curriculum_sort(margins_a: torch.Tensor, margins_b: torch.Tensor | None = None) -> torch.Tensor:
     """Pair indices from easy to hard: by decreasing summed margin ``m_a + m_b``.
 

@@ -81,6 +81,10 @@ class TrainingConfig:
     - ``checkpoint_dir``: where a checkpoint is written after every epoch and, with
       ``checkpoint_every``, every that many steps; ``None``: no checkpoints.
     - ``feature_cache_dir``: disk cache for frozen-mode features, or ``None``.
+    - ``keep_best``: early stopping. With an ``eval_dataset``, ``fit`` ends with the
+      trainable weights of the epoch whose eval accuracy was highest (the first such
+      epoch); ``history.best_epoch`` says which. On noisy labels the eval set is a
+      noisy validation split, as a practitioner would have (Chapter 05's baseline).
     - ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``;
       ``precision``: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast, :mod:`course_lib.runtime`).
 
@@ -111,6 +115,7 @@ class TrainingConfig:
     checkpoint_dir: str | Path | None = None
     checkpoint_every: int | None = None
     feature_cache_dir: str | Path | None = None
+    keep_best: bool = False
     device: str = "cpu"
     precision: str = "fp32"
 
@@ -204,6 +209,9 @@ class BradleyTerryTrainer(Learner):
             warmup_ratio=config.warmup_ratio, max_grad_norm=config.max_grad_norm, device=config.device,
             precision=config.precision, seed=config.seed,
         )
+        if config.keep_best and eval_dataset is None:
+            raise ValueError("TrainingConfig.keep_best needs an eval_dataset (a validation split) to pick the best epoch")
+        self.best: dict | None = None
         self.order_fn = order_fn or default_order
         self.single_threaded = model.config.mode == "frozen" and self.device.type == "cpu"
 
@@ -274,6 +282,20 @@ class BradleyTerryTrainer(Learner):
     def evaluate_epoch(self) -> dict | None:
         return None if self.eval_data is None else self.evaluate()
 
+    def end_epoch(self) -> None:
+        super().end_epoch()
+        if self.config.keep_best and self.history.eval_metrics:
+            last = self.history.eval_metrics[-1]
+            if self.best is None or last["accuracy"] > self.best["accuracy"]:
+                self.best = {"accuracy": last["accuracy"], "epoch": last["epoch"], "state": self.trainable_state()}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.best = state.get("best")
+
     def settings(self) -> dict:
         return {**self.config.settings(), "n_pairs": self.n_pairs, "model": asdict(self.model.config)}
 
@@ -296,6 +318,9 @@ class BradleyTerryTrainer(Learner):
                             checkpoint_dir=config.checkpoint_dir, checkpoint_every=config.checkpoint_every,
                             progress=config.progress, log_every=config.log_every)
         loop.run(resume)
+        if config.keep_best and self.best is not None:
+            self.model.load_state_dict(self.best["state"], strict=False)
+            self.history.best_epoch = self.best["epoch"]
         return self.history
 
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from course_lib import reproduction
-from course_lib.reproduction import METHODS, ReproductionConfig, check_methods, profile_config, summarize
+from course_lib.reproduction import (METHODS, SWEEP_METHODS, ReproductionConfig, check_methods, check_noises,
+                                     decode_outcomes, encode_outcomes, profile_config, summarize)
 from course_lib.tooling import sweep
 from course_lib.tooling.cli import main as course_main
 
@@ -41,6 +42,19 @@ def test_bad_inputs_are_named():
         ReproductionConfig(epochs=0)
     with pytest.raises(ValueError, match="lack"):
         summarize([{"method": "single", "seed": 0}])
+    with pytest.raises(ValueError, match="unknown noise"):
+        check_noises(["flip40", "gaussian"])
+    with pytest.raises(ValueError, match="noise rates"):
+        check_noises([0.6])
+    with pytest.raises(ValueError, match="encoder"):
+        ReproductionConfig(encoder="full")
+
+
+def test_outcomes_round_trip_compactly():
+    outcomes = np.random.default_rng(0).choice([0.0, 0.5, 1.0], size=10000, p=[0.3, 0.01, 0.69])
+    text = encode_outcomes(outcomes)
+    assert np.array_equal(decode_outcomes(text), outcomes)
+    assert len(text) < 4000  # about 3 KB for 10,000 items, so the CSV can keep every run's outcomes
 
 
 def test_sweep_resumes_and_refuses_to_mix_settings(tmp_path, tiny_backbone, monkeypatch):
@@ -52,20 +66,24 @@ def test_sweep_resumes_and_refuses_to_mix_settings(tmp_path, tiny_backbone, monk
         return real_run_cell(*args, **kwargs)
 
     monkeypatch.setattr(sweep, "run_cell", counting_run_cell)
-    settings = dict(profile="smoke", methods=["single", "crm"], noise_rates=[0.0, 0.4], seeds=[0], backbone=tiny_backbone,
+    settings = dict(profile="smoke", methods=["single", "crm"], noises=[0.0, "bt"], seeds=[0], backbone=tiny_backbone,
                     progress=False, n_pairs=24, n_bench=4, epochs=2, batch_size=8, head_hidden_size=8)
     csv_path = sweep.run_sweep(tmp_path, **settings)
     frame = pd.read_csv(csv_path)
-    assert sorted(zip(frame.method, frame.noise_rate)) == [("crm", 0.0), ("crm", 0.4), ("single", 0.0), ("single", 0.4)]
+    assert sorted(zip(frame.method, frame.noise)) == [("crm", "bt"), ("crm", "clean"), ("single", "bt"), ("single", "clean")]
     assert frame["average"].between(0, 1).all() and set(reproduction.SECTIONS) <= set(frame.columns)
     assert json.loads(frame.config[0])["n_pairs"] == 24 and (frame.profile == "smoke").all()
+    assert all(decode_outcomes(text).shape == (16,) for text in frame.outcomes)  # 4 items x 4 sections
+    bt_rate = frame[frame.noise == "bt"].noise_rate.iloc[0]
+    assert 0 < bt_rate < 0.5  # methods are told the share of labels that disagree with gold
     assert len(calls) == 4
     report = (tmp_path / "crm_reproduction.md").read_text()
-    assert "| crm |" in report and "noise 0.4" in report and "`chat_hard`" in report
+    assert "| crm |" in report and "BT-sampled" in report and "`chat_hard`" in report and "## Headline" in report
+    assert "4 pairs per section" in report
     assert (tmp_path / "crm_reproduction.png").stat().st_size > 1000
 
     sweep.run_sweep(tmp_path, **{**settings, "seeds": [0, 1], "methods": ["single"]})  # only the new cells run
-    assert calls[4:] == [("single", 0.0, 1), ("single", 0.4, 1)]
+    assert calls[4:] == [("single", "clean", 1), ("single", "bt", 1)]
     assert len(pd.read_csv(csv_path)) == 6
 
     with pytest.raises(ValueError, match="other settings"):
@@ -89,12 +107,35 @@ def test_every_method_trains_and_cross_fitting_scores_every_pair(tiny_backbone):
     base = RewardModel(RewardModelConfig(backbone=tiny_backbone, mode="frozen"))
     train = noisy_pairs(config, 0.25, seed=0)
     assert sum(train["is_flipped"]) > 0
-    for method in METHODS:
+    for method in SWEEP_METHODS:
         models, history = train_method(method, base, train, config, eta=0.25, seed=0)
-        two = method in ("ensemble", "self_review", "peer_review", "crm")
+        two = method in ("ensemble", "self_review", "peer_review", "crm", "crm_self_review", "coteaching_plus")
         assert len(models) == (2 if two else 1)
         assert isinstance(history, CollaborativeHistory if two else TrainingHistory)
-        if method in ("self_review", "peer_review", "crm"):  # epoch 1 of a 2-epoch ramp forgets eta / 2: keep 7 of 8
+        if method == "early_stop":
+            assert history.best_epoch in (0, 1) and len(history.eval_metrics) == 2
+        if method in ("self_review", "peer_review", "crm", "crm_self_review"):  # epoch 1 of a 2-epoch ramp forgets eta / 2: keep 7 of 8
             assert history.selected_a[-1].float().mean().item() == pytest.approx(0.875)
     margins = cross_fitted_margins(base, train, config, seed=0, epochs=1)
     assert margins.shape == (24,) and np.isfinite(margins).all()
+
+
+def test_paired_report_marks_only_differences_whose_interval_excludes_zero():
+    rng = np.random.default_rng(0)
+    config = json.dumps(ReproductionConfig(n_bench=200).to_dict(), sort_keys=True)
+    rows = []
+    for seed in range(3):
+        truth = rng.random(800) < 0.6
+        better = truth | (rng.random(800) < 0.5)  # clearly better on the same items
+        same = truth ^ (rng.random(800) < 0.02)  # nearly the same
+        for method, outcomes in (("single", truth), ("crm", better), ("self_review", same)):
+            scores = {s: float(outcomes[i * 200:(i + 1) * 200].mean()) for i, s in enumerate(reproduction.SECTIONS)}
+            rows.append({"profile": "standard", "method": method, "noise": "flip40", "noise_rate": 0.4, "seed": seed,
+                         "average": float(np.mean(list(scores.values()))), **scores, "config": config, "device": "cpu",
+                         "outcomes": encode_outcomes(outcomes.astype(float))})
+    grid = sweep.Grid(rows)
+    assert grid.compare("flip40", "crm", "single").excludes_zero
+    assert not grid.compare("flip40", "self_review", "single").excludes_zero
+    report = sweep.markdown_report(rows)
+    assert "CRM minus the single RM +0." in report and "(higher)" in report
+    assert "| self_review | " in report and "200 pairs per section" in report

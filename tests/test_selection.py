@@ -6,6 +6,7 @@ import torch
 from course_lib.selection import (
     curriculum_sort,
     forget_rate_schedule,
+    disagreement_select,
     peer_review_select,
     self_review_select,
     small_loss_selection,
@@ -60,3 +61,23 @@ def test_curriculum_sort_goes_from_large_to_small_summed_margin():
 def test_bad_keep_ratio_is_named(bad):
     with pytest.raises(ValueError, match="keep_ratio"):
         small_loss_selection(torch.ones(3), bad)
+
+
+def test_coteaching_plus_reviews_only_the_pairs_the_models_disagree_on():
+    ln2 = float(torch.log(torch.tensor(2.0)))
+    losses_a = torch.tensor([0.1, 0.2, 2.0, 0.3, 0.5, 3.0])  # A agrees with the label on 0, 1, 3, 4
+    losses_b = torch.tensor([0.2, 1.5, 0.1, 0.4, 2.5, 0.1])  # B agrees on 0, 2, 3, 5
+    # disagreement: pairs 1, 2, 4, 5 (exactly one loss below ln 2)
+    assert ((losses_a < ln2) != (losses_b < ln2)).nonzero().flatten().tolist() == [1, 2, 4, 5]
+    update_a, update_b = disagreement_select(losses_a, losses_b, keep_ratio=0.5)
+    # A keeps its 2 smallest among {1, 2, 4, 5}: pairs 1 and 4, for B; B keeps 2 and 5, for A
+    assert update_a.nonzero().flatten().tolist() == [2, 5]
+    assert update_b.nonzero().flatten().tolist() == [1, 4]
+    # pairs both models agree on (0, 3) are never used
+    assert not (update_a | update_b)[[0, 3]].any()
+
+
+def test_coteaching_plus_updates_nobody_without_disagreement():
+    losses = torch.tensor([0.1, 0.2, 3.0])
+    update_a, update_b = disagreement_select(losses, losses + 0.01, keep_ratio=0.9)
+    assert not update_a.any() and not update_b.any()

@@ -247,3 +247,28 @@ def test_unbiased_loss_keeps_margins_bounded_on_pure_noise(tiny_backbone):
     history = trainer.fit()
     assert np.isfinite(history.pair_margin).all()
     assert np.abs(history.pair_margin[-1]).max() < 2.0
+
+
+def test_lora_layers_adapt_only_the_named_encoder_layers(tiny_backbone):
+    model = RewardModel(RewardModelConfig(backbone=tiny_backbone, mode="lora", lora_rank=2, lora_layers=[1]))
+    adapted = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n}
+    assert adapted and all(".layer.1." in n for n in adapted)
+
+
+def test_keep_best_restores_the_epoch_with_the_best_eval_accuracy(tiny_backbone):
+    data = toy_pairs()
+    swapped = [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in data]
+    # the eval set's labels are the training labels flipped: training makes eval accuracy worse each epoch
+    trainer = BradleyTerryTrainer(RewardModel(RewardModelConfig(backbone=tiny_backbone)), data,
+                                  TrainingConfig(epochs=4, batch_size=8, lr=5e-2, progress=False, keep_best=True),
+                                  eval_dataset=swapped)
+    history = trainer.fit()
+    accuracies = [m["accuracy"] for m in history.eval_metrics]
+    best = int(np.argmax(accuracies))  # the first epoch with the highest accuracy
+    assert history.best_epoch == best < 3
+    restored = trainer.evaluate()
+    assert restored["accuracy"] == pytest.approx(accuracies[best])
+    assert restored["loss"] == pytest.approx(history.eval_metrics[best]["loss"], rel=1e-5)  # that epoch's weights
+    assert restored["loss"] < history.eval_metrics[-1]["loss"]  # not the last epoch's
+    with pytest.raises(ValueError, match="keep_best needs an eval_dataset"):
+        make_trainer(tiny_backbone, keep_best=True)

@@ -105,13 +105,18 @@ def _cmd_grade(args) -> int:
 
 def _cmd_sweep(args) -> int:
     from .notebook_io import repo_root
-    from .sweep import run_sweep
+    from .sweep import run_sweep, write_report
 
     root = repo_root()
-    csv_path = run_sweep(args.output or root / "results", profile=args.profile, methods=args.methods,
-                         noise_rates=args.noise, seeds=args.seeds, device=args.device,
-                         cache_dir=args.cache or root / "build" / "cache")
-    print(f"results: {csv_path}, {csv_path.with_suffix('.md')}, {csv_path.with_suffix('.png')}")
+    output = Path(args.output or root / "results")
+    if args.report_only:
+        write_report(output)
+        print(f"report: {output / 'crm_reproduction.md'}")
+        return 0
+    noises = [float(n) if n.replace(".", "", 1).isdigit() else n for n in args.noise]
+    csv_path = run_sweep(output, profile=args.profile, methods=args.methods, noises=noises, seeds=args.seeds,
+                         device=args.device, cache_dir=args.cache or root / "build" / "cache")
+    print(f"results: {csv_path}, {output / 'crm_reproduction.md'}, {output / 'crm_reproduction.png'}")
     return 0
 
 
@@ -153,13 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     grade.set_defaults(func=_cmd_grade)
 
     sweep = sub.add_parser("sweep", help="run the CRM reproduction grid (resumable) into results/")
-    sweep.add_argument("--profile", choices=PROFILES, default="standard")
+    sweep.add_argument("--profile", choices=("smoke", "standard", "full", "lora_cpu", "lora"), default="standard",
+                       help="grid size; lora_cpu and lora give each reward model its own LoRA encoder")
     sweep.add_argument("--methods", nargs="+", help="methods to run (default: all)")
-    sweep.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.2, 0.4], help="noise rates (default 0 0.2 0.4)")
-    sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    sweep.add_argument("--noise", nargs="+", default=["clean", "flip20", "flip40", "bt", "length"],
+                       help="noise models (clean, flip20, flip40, bt, length) or flip rates such as 0.3 "
+                            "(default: clean flip20 flip40 bt length)")
+    sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds (default 0 1 2 3 4)")
     sweep.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     sweep.add_argument("--output", help="folder for crm_reproduction.csv/.md/.png (default: results/)")
     sweep.add_argument("--cache", help="feature cache folder (default: build/cache)")
+    sweep.add_argument("--report-only", action="store_true", help="only rewrite the report from the CSVs in the output folder")
     sweep.set_defaults(func=_cmd_sweep)
     return parser
 

@@ -1,13 +1,16 @@
 """``course sweep``: the CRM reproduction grid, resumable, written as CSV + Markdown + plot.
 
-Each finished cell (method, noise rate, seed) is appended to
-``<output>/crm_reproduction.csv`` at once (the file is rewritten atomically), so
-an interrupted sweep loses at most the cell it was running, and a rerun skips
-every cell already in the file. The CSV remembers the profile and the grid
-settings; a rerun with different settings refuses to mix them into the same
-file. After the grid, ``crm_reproduction.md`` (mean +- std over seeds, per
-MiniRewardBench section) and ``crm_reproduction.png`` are rewritten from the
-whole CSV.
+Each finished cell (method, noise, seed) is appended to the CSV at once (the file
+is rewritten atomically), so an interrupted sweep loses at most the cell it was
+running, and a rerun skips every cell already in the file. The CSV remembers the
+profile and the grid settings; a rerun with different settings refuses to mix them
+into the same file. Each row also keeps the run's per-item benchmark outcomes, so
+the report compares methods with paired intervals over seeds and items.
+
+Heads on one frozen encoder go to ``crm_reproduction.csv``; the LoRA profiles
+(``lora_cpu``, ``lora``: each model with its own adapters) go to
+``crm_reproduction_lora.csv``. After the grid, ``crm_reproduction.md`` and
+``crm_reproduction.png`` are rewritten from both CSVs.
 
 The cells run through :func:`course_lib.reproduction.run_cell` directly (no
 notebook), sharing one frozen encoder and a disk cache of its features.
@@ -20,15 +23,35 @@ import json
 import platform
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..progress import tqdm
-from ..reproduction import METHODS, SECTIONS, check_methods, profile_config, run_cell, summarize
+from ..reproduction import (NOISE_MODELS, SECTIONS, SWEEP_METHODS, check_methods, check_noises, decode_outcomes,
+                            profile_config, run_cell)
 from ..runtime import resolve_device
+from ..uncertainty import mean_estimate, paired_bootstrap
 from .notebook_io import write_bytes_atomic, write_text_atomic
 
 CSV_NAME = "crm_reproduction.csv"
-KEY = ["method", "noise_rate", "seed"]
+LORA_CSV_NAME = "crm_reproduction_lora.csv"
+KEY = ["method", "noise", "seed"]
+DEFAULT_NOISES = ("clean", "flip20", "flip40", "bt", "length")
+NOISE_TITLES = {"clean": "clean", "flip20": "20% flips", "flip40": "40% flips",
+                "bt": "BT-sampled (T=3)", "length": "length-biased (0.5)"}
+ABLATIONS = [  # (label, method, baseline)
+    ("peer exchange, no curriculum (peer_review - self_review)", "peer_review", "self_review"),
+    ("peer exchange, with curriculum (crm - crm_self_review)", "crm", "crm_self_review"),
+    ("curriculum, with peer exchange (crm - peer_review)", "crm", "peer_review"),
+    ("curriculum, with Self-Review (crm_self_review - self_review)", "crm_self_review", "self_review"),
+]
+
+
+def noise_name(noise) -> str:
+    """The grid's name of a noise: a :data:`NOISE_MODELS` name, or ``flipNN`` for a flip rate (0: ``clean``)."""
+    if isinstance(noise, str):
+        return noise
+    return "clean" if float(noise) == 0 else f"flip{round(100 * float(noise))}"
 
 
 def device_description(device) -> str:
@@ -61,79 +84,225 @@ def write_csv(rows: list[dict], csv_path: Path) -> None:
     write_text_atomic(csv_path, pd.DataFrame(rows).to_csv(index=False))
 
 
-def headline(table: pd.DataFrame) -> list[str]:
-    """Bullet lines on the paper's claims, computed from the summary (skipped when a method is missing)."""
-    means = table.set_index(["method", "noise_rate"])["mean"]
+# ----------------------------------------------------------------------------- paired comparisons
+
+
+class Grid:
+    """The sweep's rows with their per-item outcomes, for paired comparisons."""
+
+    def __init__(self, rows: list[dict]):
+        self.frame = pd.DataFrame(rows)
+        config = json.loads(self.frame.iloc[0]["config"])
+        self.n_bench = int(config["n_bench"])
+        self.strata = np.repeat(np.array(SECTIONS), self.n_bench)
+        self.outcomes = {(r["method"], r["noise"], int(r["seed"])): decode_outcomes(r["outcomes"])
+                         for r in rows if isinstance(r.get("outcomes"), str)}
+        self.methods = [m for m in SWEEP_METHODS if m in set(self.frame.method)]
+        noises = list(dict.fromkeys(self.frame.noise))
+        self.noises = [n for n in DEFAULT_NOISES if n in noises] + [n for n in noises if n not in DEFAULT_NOISES]
+
+    def seeds(self, noise: str, *methods: str) -> list[int]:
+        common = None
+        for method in methods:
+            seeds = {s for (m, n, s) in self.outcomes if m == method and n == noise}
+            common = seeds if common is None else common & seeds
+        return sorted(common or [])
+
+    def compare(self, noise: str, method: str, baseline: str):
+        """``method - baseline`` on the four-section average: a paired bootstrap over shared seeds and items."""
+        seeds = self.seeds(noise, method, baseline)
+        if not seeds:
+            return None
+        a = np.stack([self.outcomes[method, noise, s] for s in seeds])
+        b = np.stack([self.outcomes[baseline, noise, s] for s in seeds])
+        return paired_bootstrap(a, b, strata=self.strata, n_resamples=1000, seed=0)
+
+    def accuracy(self, noise: str, method: str, value: str = "average"):
+        values = self.frame[(self.frame.method == method) & (self.frame.noise == noise)][value].to_numpy(float)
+        return mean_estimate(values) if len(values) > 1 else None
+
+    def item_standard_errors(self) -> tuple[float, float]:
+        """The largest binomial SE, over runs, of one section's accuracy and of the four-section average."""
+        section_se, average_se = 0.0, 0.0
+        for _, row in self.frame.iterrows():
+            variances = [row[s] * (1 - row[s]) / self.n_bench for s in SECTIONS]
+            section_se = max(section_se, float(np.sqrt(max(variances))))
+            average_se = max(average_se, float(np.sqrt(sum(variances)) / len(SECTIONS)))
+        return section_se, average_se
+
+
+def _cell(estimate) -> str:
+    if estimate is None:
+        return ""
+    mark = " **\\***" if estimate.excludes_zero else ""
+    return f"{estimate.mean:+.3f} [{estimate.low:+.3f}, {estimate.high:+.3f}]{mark}"
+
+
+def _verdict(estimate, what: str) -> str:
+    word = ("higher" if estimate.mean > 0 else "lower") if estimate.excludes_zero else "within noise"
+    return f"{what} {estimate.mean:+.3f} [{estimate.low:+.3f}, {estimate.high:+.3f}] ({word})"
+
+
+def headline(grid: Grid) -> list[str]:
+    """Bullet lines per noise: CRM against the single RM and Self-Review, and which methods tie for the best."""
     lines = []
-    if ("single", 0.0) in means and ("single", 0.4) in means:
-        lines.append(f"- single RM, clean to 40% flips: {means['single', 0.0]:.3f} → {means['single', 0.4]:.3f} "
-                     f"(drop {means['single', 0.0] - means['single', 0.4]:.3f})")
-    for rate in (0.2, 0.4):
-        if ("crm", rate) in means and ("single", rate) in means:
-            gain = means["crm", rate] - means["single", rate]
-            line = f"- CRM at {rate:.0%} flips: {gain:+.3f} over the single RM"
-            if ("ensemble", rate) in means:
-                line += f", {means['crm', rate] - means['ensemble', rate]:+.3f} over the two-RM ensemble"
-            if rate == 0.4:
-                line += f" (the course's goal: +0.100; the paper reports up to +9.94 points on RewardBench: {'met' if gain >= 0.1 else 'not met'})"
-            lines.append(line)
-    return (["## Headline", "", *lines, ""]) if lines else []
+    for noise in grid.noises:
+        parts = []
+        for baseline, title in (("single", "the single RM"), ("self_review", "Self-Review"), ("early_stop", "early stopping")):
+            if "crm" in grid.methods and baseline in grid.methods:
+                estimate = grid.compare(noise, "crm", baseline)
+                if estimate is not None:
+                    parts.append(_verdict(estimate, f"CRM minus {title}"))
+        means = {m: grid.accuracy(noise, m) for m in grid.methods}
+        means = {m: e.mean for m, e in means.items() if e is not None}
+        if means:
+            best = max(means, key=means.get)
+            tied = [m for m in grid.methods if m != best and m in means and not (
+                (e := grid.compare(noise, best, m)) is not None and e.excludes_zero)]
+            parts.append(f"highest mean: `{best}` ({means[best]:.3f}); not separated from it: "
+                         + (", ".join(f"`{m}`" for m in tied) if tied else "none"))
+        if parts:
+            lines.append(f"- **{NOISE_TITLES.get(noise, noise)}**: " + "; ".join(parts) + ".")
+    return ["## Headline", "", *lines, ""] if lines else []
 
 
-def markdown_report(rows: list[dict]) -> str:
-    """The Markdown summary: the headline table (average), then one table per section."""
-    frame = pd.DataFrame(rows)
+def difference_table(grid: Grid, baseline: str) -> list[str]:
+    noises = grid.noises
+    lines = ["| method | " + " | ".join(NOISE_TITLES.get(n, n) for n in noises) + " |", "|---|" + "---|" * len(noises)]
+    for method in grid.methods:
+        if method != baseline:
+            lines.append(f"| {method} | " + " | ".join(_cell(grid.compare(n, method, baseline)) for n in noises) + " |")
+    return lines + [""]
+
+
+def accuracy_table(grid: Grid, value: str) -> list[str]:
+    noises = grid.noises
+    lines = ["| method | " + " | ".join(NOISE_TITLES.get(n, n) for n in noises) + " |", "|---|" + "---|" * len(noises)]
+    for method in grid.methods:
+        cells = []
+        for noise in noises:
+            estimate = grid.accuracy(noise, method, value)
+            cells.append("" if estimate is None else f"{estimate.mean:.3f} ± {estimate.se:.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def selection_table(grid: Grid) -> list[str]:
+    frame = grid.frame
+    if "selection_agreement" not in frame:
+        return []
+    noises = grid.noises
+    lines = ["| method | " + " | ".join(NOISE_TITLES.get(n, n) for n in noises) + " |", "|---|" + "---|" * len(noises)]
+    for method in grid.methods:
+        cells = []
+        for noise in noises:
+            rows = frame[(frame.method == method) & (frame.noise == noise)]
+            agreement, precision = rows.selection_agreement.dropna(), rows.selection_precision.dropna()
+            cells.append(f"{agreement.mean():.3f} / {precision.mean():.3f}" if len(agreement) else "")
+        if any(cells):
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def grid_header(grid: Grid, what: str) -> list[str]:
+    frame = grid.frame
     first = frame.iloc[0]
     config = json.loads(first["config"])
+    section_se, average_se = grid.item_standard_errors()
     seeds = sorted(frame["seed"].unique())
-    lines = [
-        "# CRM reproduction on MiniRewardBench",
-        "",
-        f"Written by `course sweep` (profile `{first['profile']}`, device: {'; '.join(sorted(frame['device'].unique()))}); "
-        f"{len(frame)} runs, seeds {', '.join(map(str, seeds))}. Values are MiniRewardBench accuracy, "
-        "mean ± sample std over seeds; *gain* is the difference to `single` at the same noise rate. "
+    return [
+        f"Written by `course sweep` (profile `{first['profile']}`, {what}, device: "
+        f"{'; '.join(sorted(frame['device'].unique()))}): {len(frame)} runs, seeds {', '.join(map(str, seeds))}. "
         "Each seed draws its own training pairs and model initialisations; the benchmark is fixed.",
         "",
         "Settings: " + ", ".join(f"{k}={v}" for k, v in config.items()) + ".",
         "",
+        f"MiniRewardBench: {grid.n_bench:,} pairs per section. From the benchmark's size alone, one run's section "
+        f"accuracy has a standard error of at most {section_se:.4f}, its four-section average at most {average_se:.4f} "
+        "(binomial, largest over the runs).",
+        "",
     ]
-    lines += headline(summarize(rows))
-    for value in ("average", *SECTIONS):
-        table = summarize(rows, value)
-        noise_rates = sorted(table["noise_rate"].unique())
-        title = "Average of the four sections" if value == "average" else f"Section `{value}`"
-        lines += [f"## {title}", "", "| method | " + " | ".join(f"noise {r:g}" for r in noise_rates) + " |",
-                  "|---|" + "---|" * len(noise_rates)]
-        for method, group in table.groupby("method", sort=False):
-            cells = []
-            for rate in noise_rates:
-                row = group[group.noise_rate == rate]
-                if row.empty:
-                    cells.append("")
-                    continue
-                row = row.iloc[0]
-                gain = "" if method == "single" or pd.isna(row.gain_vs_single) else f" ({row.gain_vs_single:+.3f})"
-                cells.append(f"{row['mean']:.3f} ± {row['std']:.3f}{gain}")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines.append("")
+
+
+def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None) -> str:
+    """The Markdown report: headline, paired differences, ablation, accuracies, selections, and the LoRA variant."""
+    lines = ["# CRM reproduction on MiniRewardBench", ""]
+    if rows:
+        grid = Grid(rows)
+        lines += grid_header(grid, "reward heads on one frozen encoder")
+        lines += [
+            "**How to read it.** A difference is paired: both methods ran on the same seeds (same training pairs) and "
+            "are scored on the same benchmark items. Its 95% interval comes from a bootstrap that resamples seeds and "
+            "items together, sections weighted equally; **\\*** marks an interval that excludes zero, and only those "
+            "are claimed. Methods are told the true share of labels that disagree with gold (for flips, the flip "
+            "rate). Noises: symmetric flips; labels sampled from the gold Bradley-Terry model at temperature 3 "
+            "(errors concentrate on pairs of small gold margin); an annotator who picks the longer answer half "
+            "the time.",
+            "",
+        ]
+        lines += headline(grid)
+        lines += ["## Difference to the single RM (four-section average)", ""] + difference_table(grid, "single")
+        if "self_review" in grid.methods:
+            lines += ["## Difference to Self-Review (four-section average)", ""] + difference_table(grid, "self_review")
+        ablation = [(label, m, b) for label, m, b in ABLATIONS if m in grid.methods and b in grid.methods]
+        if ablation:
+            lines += ["## Ablation: the peer exchange and the curriculum", "",
+                      "| component | " + " | ".join(NOISE_TITLES.get(n, n) for n in grid.noises) + " |",
+                      "|---|" + "---|" * len(grid.noises)]
+            for label, method, baseline in ablation:
+                lines.append(f"| {label} | " + " | ".join(_cell(grid.compare(n, method, baseline)) for n in grid.noises) + " |")
+            lines.append("")
+        lines += ["## Accuracy (mean ± standard error over seeds)", "", "### Average of the four sections", ""]
+        lines += accuracy_table(grid, "average")
+        for section in SECTIONS:
+            lines += [f"### Section `{section}`", ""] + accuracy_table(grid, section)
+        selection = selection_table(grid)
+        if selection:
+            lines += ["## What the two models selected (last epoch)", "",
+                      "Agreement / precision: the share of model A's update set that model B was also updated on, and "
+                      "the share of selected pairs whose label agrees with gold (mean over seeds). With two heads on one "
+                      "frozen encoder the two models make nearly the same choices, so peer review and Self-Review "
+                      "update on almost the same pairs.", ""] + selection
+    if lora_rows:
+        grid = Grid(lora_rows)
+        lines += ["## Separate encoders: each reward model with its own LoRA adapters", ""]
+        lines += grid_header(grid, "LoRA adapters on the top encoder layers of each model's own encoder copy")
+        lines += ["Does peer review separate from Self-Review when the two models do not share an encoder?", ""]
+        lines += ["### Difference to Self-Review", ""] + difference_table(grid, "self_review")
+        lines += ["### Difference to the single RM", ""] + difference_table(grid, "single")
+        lines += ["### Accuracy (mean ± standard error over seeds)", ""] + accuracy_table(grid, "average")
+        selection = selection_table(grid)
+        if selection:
+            lines += ["### What the two models selected (last epoch): agreement / precision", ""] + selection
     return "\n".join(lines)
 
 
 def plot_png(rows: list[dict]) -> bytes:
-    """Accuracy vs noise rate per method (error bars: std over seeds), as PNG bytes."""
+    """Each method's difference to the single RM per noise, with 95% paired intervals, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = summarize(rows)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method, group in table.groupby("method", sort=False):
-        ax.errorbar(group["noise_rate"], group["mean"], yerr=group["std"], marker="o", capsize=3, label=method)
-    ax.set(xlabel="share of flipped labels (eta)", ylabel="MiniRewardBench accuracy",
-           title="CRM reproduction (mean ± std over seeds)")
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.legend(fontsize=8)
+    grid = Grid(rows)
+    methods = [m for m in grid.methods if m != "single"]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    width = 0.8 / max(len(methods), 1)
+    for i, method in enumerate(methods):
+        xs, means, errors = [], [], []
+        for j, noise in enumerate(grid.noises):
+            estimate = grid.compare(noise, method, "single")
+            if estimate is not None:
+                xs.append(j - 0.4 + (i + 0.5) * width)
+                means.append(estimate.mean)
+                errors.append([estimate.mean - estimate.low, estimate.high - estimate.mean])
+        if xs:
+            ax.errorbar(xs, means, yerr=np.array(errors).T, fmt="o", ms=4, capsize=2, label=method)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(grid.noises)), [NOISE_TITLES.get(n, n) for n in grid.noises])
+    ax.set(ylabel="MiniRewardBench accuracy minus single RM",
+           title="CRM reproduction: paired differences (95% intervals over seeds and items)")
+    ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
@@ -141,41 +310,54 @@ def plot_png(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def run_sweep(output_dir, profile: str = "standard", methods=None, noise_rates=(0.0, 0.2, 0.4), seeds=(0, 1, 2),
+def write_report(output_dir) -> None:
+    """Rewrite ``crm_reproduction.md`` (and the plot) from the CSVs in ``output_dir``."""
+    output_dir = Path(output_dir)
+    tables = [output_dir / name for name in (CSV_NAME, LORA_CSV_NAME)]
+    rows, lora_rows = ([] if not p.exists() else pd.read_csv(p).to_dict("records") for p in tables)
+    if rows or lora_rows:
+        write_text_atomic(output_dir / "crm_reproduction.md", markdown_report(rows, lora_rows))
+    if rows:
+        write_bytes_atomic(output_dir / "crm_reproduction.png", plot_png(rows))
+
+
+def run_sweep(output_dir, profile: str = "standard", methods=None, noises=DEFAULT_NOISES, seeds=(0, 1, 2, 3, 4),
               device: str = "cpu", backbone=None, cache_dir=None, progress: bool = True, **overrides) -> Path:
     """Run the missing cells of the grid; rewrite the CSV after each, then the report and plot.
 
-    Returns the CSV path. ``overrides`` change fields of the profile's
+    Returns the CSV path. ``noises``: names of :data:`~course_lib.reproduction.NOISE_MODELS`
+    or symmetric flip rates. ``overrides`` change fields of the profile's
     :class:`~course_lib.reproduction.ReproductionConfig` (and are recorded).
     """
     from ..reward_model import RewardModel, RewardModelConfig
     from ..world import mini_reward_bench
 
-    methods = check_methods(methods or METHODS)
+    methods = check_methods(methods or SWEEP_METHODS)
+    noises = [noise_name(n) for n in check_noises(noises)]
     device = str(resolve_device(device))  # "auto" becomes the device it picks; a bad name fails here
-    for rate in noise_rates:
-        if not 0.0 <= rate < 0.5:
-            raise ValueError(f"noise rates must be in [0, 0.5), got {rate}")
     config = profile_config(profile, **overrides)
     config_json = json.dumps(config.to_dict(), sort_keys=True)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = output_dir / CSV_NAME
+    csv_path = output_dir / (LORA_CSV_NAME if config.encoder == "lora" else CSV_NAME)
     rows = read_rows(csv_path, profile, config_json)
-    done = {(r["method"], float(r["noise_rate"]), int(r["seed"])) for r in rows}
-    todo = [(m, float(r), int(s)) for s in seeds for r in noise_rates for m in methods if (m, float(r), int(s)) not in done]
+    done = {(r["method"], r["noise"], int(r["seed"])) for r in rows}
+    todo = [(m, n, int(s)) for s in seeds for n in noises for m in methods if (m, n, int(s)) not in done]
     if todo:
         base = RewardModel(RewardModelConfig(backbone=backbone, mode="frozen", max_length=config.max_length))
         base.to(device)
         bench = mini_reward_bench(n_per_category=config.n_bench, seed=0)
-        for column in ("chosen", "rejected"):
-            base.embed(bench["prompt"], bench[column], cache_dir=cache_dir, progress=False)
+        if list(bench["category"]) != list(np.repeat(np.array(SECTIONS), config.n_bench)):
+            raise RuntimeError("MiniRewardBench is no longer in section blocks; the sweep's report assumes it is")
+        if config.encoder == "frozen":
+            for column in ("chosen", "rejected"):
+                base.embed(bench["prompt"], bench[column], cache_dir=cache_dir, progress=progress)
         where = device_description(device)
-        for method, rate, seed in tqdm(todo, desc="sweep", disable=not progress):
-            row = run_cell(method, rate, seed, base, bench, config, device=device, cache_dir=cache_dir)
-            rows.append({"profile": profile, **row, "device": where, "config": config_json})
+        for method, noise, seed in tqdm(todo, desc="sweep", disable=not progress):
+            cell_noise = noise if noise in NOISE_MODELS else float(noise.removeprefix("flip")) / 100
+            row = run_cell(method, cell_noise, seed, base, bench, config, device=device, cache_dir=cache_dir,
+                           keep_outcomes=True)
+            rows.append({"profile": profile, **row, "noise": noise, "device": where, "config": config_json})
             write_csv(rows, csv_path)
-    if rows:
-        write_text_atomic(output_dir / "crm_reproduction.md", markdown_report(rows))
-        write_bytes_atomic(output_dir / "crm_reproduction.png", plot_png(rows))
+    write_report(output_dir)
     return csv_path
