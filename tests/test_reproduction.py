@@ -139,3 +139,25 @@ def test_paired_report_marks_only_differences_whose_interval_excludes_zero():
     report = sweep.markdown_report(rows)
     assert "CRM minus the single RM +0." in report and "(higher)" in report
     assert "| self_review | " in report and "200 pairs per section" in report
+
+
+def test_lora_sweep_gives_each_model_its_own_encoder_and_runs_a_frozen_twin(tmp_path, tiny_backbone):
+    from course_lib.reproduction import new_model
+    from course_lib.reward_model import RewardModel, RewardModelConfig
+
+    base = RewardModel(RewardModelConfig(backbone=tiny_backbone, mode="frozen"))
+    config = profile_config("lora_cpu", lora_layers=(1,))
+    first, second = new_model(base, config, seed=1), new_model(base, config, seed=2)
+    assert first.encoder is not second.encoder and first.config.mode == "lora"
+    assert not any(p.requires_grad or "lora_" in n for n, p in base.encoder.named_parameters())  # base untouched
+
+    settings = dict(profile="lora_cpu", methods=["self_review", "peer_review"], noises=["flip40"], seeds=[0],
+                    backbone=tiny_backbone, progress=False, n_pairs=24, n_bench=4, epochs=2, batch_size=8,
+                    lora_layers=(1,))
+    csv_path = sweep.run_sweep(tmp_path, **settings)
+    assert csv_path.name == "crm_reproduction_lora.csv"
+    frame = pd.read_csv(csv_path)
+    assert sorted(zip(frame.method, frame.encoder)) == [("peer_review", "frozen"), ("peer_review", "lora"),
+                                                        ("self_review", "frozen"), ("self_review", "lora")]
+    report = (tmp_path / "crm_reproduction.md").read_text()
+    assert "## Separate encoders" in report and "twin" in report

@@ -9,7 +9,9 @@ the report compares methods with paired intervals over seeds and items.
 
 Heads on one frozen encoder go to ``crm_reproduction.csv``; the LoRA profiles
 (``lora_cpu``, ``lora``: each model with its own adapters) go to
-``crm_reproduction_lora.csv``. After the grid, ``crm_reproduction.md`` and
+``crm_reproduction_lora.csv``, together with a twin of every cell with heads on one
+frozen encoder at the same sizes, so the report can tell the encoders' effect from
+the smaller size's. After the grid, ``crm_reproduction.md`` and
 ``crm_reproduction.png`` are rewritten from both CSVs.
 
 The cells run through :func:`course_lib.reproduction.run_cell` directly (no
@@ -21,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,7 @@ from .notebook_io import write_bytes_atomic, write_text_atomic
 
 CSV_NAME = "crm_reproduction.csv"
 LORA_CSV_NAME = "crm_reproduction_lora.csv"
-KEY = ["method", "noise", "seed"]
+KEY = ["method", "noise", "seed", "encoder"]
 DEFAULT_NOISES = ("clean", "flip20", "flip40", "bt", "length")
 NOISE_TITLES = {"clean": "clean", "flip20": "20% flips", "flip40": "40% flips",
                 "bt": "BT-sampled (T=3)", "length": "length-biased (0.5)"}
@@ -90,7 +93,8 @@ def write_csv(rows: list[dict], csv_path: Path) -> None:
 class Grid:
     """The sweep's rows with their per-item outcomes, for paired comparisons."""
 
-    def __init__(self, rows: list[dict]):
+    def __init__(self, rows: list[dict], encoder: str = "frozen"):
+        rows = [r for r in rows if r.get("encoder", "frozen") in (encoder, None) or pd.isna(r.get("encoder"))]
         self.frame = pd.DataFrame(rows)
         config = json.loads(self.frame.iloc[0]["config"])
         self.n_bench = int(config["n_bench"])
@@ -264,16 +268,35 @@ def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None) -> st
                       "frozen encoder the two models make nearly the same choices, so peer review and Self-Review "
                       "update on almost the same pairs.", ""] + selection
     if lora_rows:
-        grid = Grid(lora_rows)
+        lora, twin = Grid(lora_rows, "lora"), Grid(lora_rows, "frozen")
         lines += ["## Separate encoders: each reward model with its own LoRA adapters", ""]
-        lines += grid_header(grid, "LoRA adapters on the top encoder layers of each model's own encoder copy")
-        lines += ["Does peer review separate from Self-Review when the two models do not share an encoder?", ""]
-        lines += ["### Difference to Self-Review", ""] + difference_table(grid, "self_review")
-        lines += ["### Difference to the single RM", ""] + difference_table(grid, "single")
-        lines += ["### Accuracy (mean ± standard error over seeds)", ""] + accuracy_table(grid, "average")
-        selection = selection_table(grid)
-        if selection:
-            lines += ["### What the two models selected (last epoch): agreement / precision", ""] + selection
+        lines += grid_header(lora, "LoRA adapters on the top encoder layers of each model's own encoder copy")
+        lines += ["Does peer review separate from Self-Review when the two models do not share an encoder? Every cell "
+                  "also ran with two heads on one frozen encoder at the same sizes (the *twin*), so a difference "
+                  "between the two columns is the encoders', not the size's.", ""]
+        for baseline, title in (("self_review", "Self-Review"), ("single", "the single RM")):
+            lines += [f"### Difference to {title}", "", "| method | noise | LoRA encoders | twin: one frozen encoder |",
+                      "|---|---|---|---|"]
+            for method in lora.methods:
+                if method != baseline:
+                    for noise in lora.noises:
+                        lines.append(f"| {method} | {NOISE_TITLES.get(noise, noise)} | "
+                                     f"{_cell(lora.compare(noise, method, baseline))} | {_cell(twin.compare(noise, method, baseline))} |")
+            lines.append("")
+        lines += ["### Accuracy and selections", "", "| method | noise | LoRA: accuracy | LoRA: agreement / precision "
+                  "| twin: accuracy | twin: agreement / precision |", "|---|---|---|---|---|---|"]
+        for method in lora.methods:
+            for noise in lora.noises:
+                cells = []
+                for grid in (lora, twin):
+                    estimate = grid.accuracy(noise, method)
+                    rows_ = grid.frame[(grid.frame.method == method) & (grid.frame.noise == noise)]
+                    agreement = rows_.selection_agreement.dropna() if "selection_agreement" in rows_ else []
+                    precision = rows_.selection_precision.dropna() if "selection_precision" in rows_ else []
+                    cells.append("" if estimate is None else f"{estimate.mean:.3f} ± {estimate.se:.3f}")
+                    cells.append(f"{np.mean(agreement):.3f} / {np.mean(precision):.3f}" if len(agreement) else "")
+                lines.append(f"| {method} | {NOISE_TITLES.get(noise, noise)} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -341,23 +364,25 @@ def run_sweep(output_dir, profile: str = "standard", methods=None, noises=DEFAUL
     output_dir.mkdir(parents=True, exist_ok=True)
     csv_path = output_dir / (LORA_CSV_NAME if config.encoder == "lora" else CSV_NAME)
     rows = read_rows(csv_path, profile, config_json)
-    done = {(r["method"], r["noise"], int(r["seed"])) for r in rows}
-    todo = [(m, n, int(s)) for s in seeds for n in noises for m in methods if (m, n, int(s)) not in done]
+    encoders = ["lora", "frozen"] if config.encoder == "lora" else ["frozen"]
+    done = {(r["method"], r["noise"], int(r["seed"]), r.get("encoder", "frozen")) for r in rows}
+    todo = [(m, n, int(s), e) for s in seeds for n in noises for m in methods for e in encoders
+            if (m, n, int(s), e) not in done]
     if todo:
         base = RewardModel(RewardModelConfig(backbone=backbone, mode="frozen", max_length=config.max_length))
         base.to(device)
         bench = mini_reward_bench(n_per_category=config.n_bench, seed=0)
         if list(bench["category"]) != list(np.repeat(np.array(SECTIONS), config.n_bench)):
             raise RuntimeError("MiniRewardBench is no longer in section blocks; the sweep's report assumes it is")
-        if config.encoder == "frozen":
-            for column in ("chosen", "rejected"):
-                base.embed(bench["prompt"], bench[column], cache_dir=cache_dir, progress=progress)
+        for column in ("chosen", "rejected"):
+            base.embed(bench["prompt"], bench[column], cache_dir=cache_dir, progress=progress)
         where = device_description(device)
-        for method, noise, seed in tqdm(todo, desc="sweep", disable=not progress):
+        for method, noise, seed, encoder in tqdm(todo, desc="sweep", disable=not progress):
             cell_noise = noise if noise in NOISE_MODELS else float(noise.removeprefix("flip")) / 100
-            row = run_cell(method, cell_noise, seed, base, bench, config, device=device, cache_dir=cache_dir,
-                           keep_outcomes=True)
-            rows.append({"profile": profile, **row, "noise": noise, "device": where, "config": config_json})
+            row = run_cell(method, cell_noise, seed, base, bench, replace(config, encoder=encoder), device=device,
+                           cache_dir=cache_dir, keep_outcomes=True)
+            rows.append({"profile": profile, **row, "noise": noise, "encoder": encoder, "device": where,
+                         "config": config_json})
             write_csv(rows, csv_path)
     write_report(output_dir)
     return csv_path
