@@ -50,6 +50,12 @@ ABLATIONS = [  # (label, method, baseline)
 ]
 
 
+def _encoder(row: dict) -> str:
+    """A row's encoder (rows written before the LoRA variant have none: frozen)."""
+    encoder = row.get("encoder")
+    return encoder if isinstance(encoder, str) else "frozen"
+
+
 def noise_name(noise) -> str:
     """The grid's name of a noise: a :data:`NOISE_MODELS` name, or ``flipNN`` for a flip rate (0: ``clean``)."""
     if isinstance(noise, str):
@@ -94,7 +100,7 @@ class Grid:
     """The sweep's rows with their per-item outcomes, for paired comparisons."""
 
     def __init__(self, rows: list[dict], encoder: str = "frozen"):
-        rows = [r for r in rows if r.get("encoder", "frozen") in (encoder, None) or pd.isna(r.get("encoder"))]
+        rows = [r for r in rows if _encoder(r) == encoder]
         self.frame = pd.DataFrame(rows)
         config = json.loads(self.frame.iloc[0]["config"])
         self.n_bench = int(config["n_bench"])
@@ -365,7 +371,7 @@ def run_sweep(output_dir, profile: str = "standard", methods=None, noises=DEFAUL
     csv_path = output_dir / (LORA_CSV_NAME if config.encoder == "lora" else CSV_NAME)
     rows = read_rows(csv_path, profile, config_json)
     encoders = ["lora", "frozen"] if config.encoder == "lora" else ["frozen"]
-    done = {(r["method"], r["noise"], int(r["seed"]), r.get("encoder", "frozen")) for r in rows}
+    done = {(r["method"], r["noise"], int(r["seed"]), _encoder(r)) for r in rows}
     todo = [(m, n, int(s), e) for s in seeds for n in noises for m in methods for e in encoders
             if (m, n, int(s), e) not in done]
     if todo:
