@@ -250,6 +250,10 @@ def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None) -> st
             "the time.",
             "",
         ]
+        if "clean" in grid.noises and set(grid.frame[grid.frame.noise == "clean"].method) < set(grid.methods):
+            lines += ["On clean labels the methods are told eta = 0: nothing is dropped and the robust losses equal BT, "
+                      "so `conservative` and `unbiased` are `single`; `self_review`, `peer_review` and `coteaching_plus` "
+                      "are `ensemble`; `crm_self_review` is `crm`. Only the methods that differ there were run.", ""]
         lines += headline(grid)
         lines += ["## Difference to the single RM (four-section average)", ""] + difference_table(grid, "single")
         if "self_review" in grid.methods:
