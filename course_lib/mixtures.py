@@ -111,6 +111,24 @@ def preference_probability(chosen_rewards: torch.Tensor, rejected_rewards: torch
     return (weights * torch.sigmoid(chosen_rewards - rejected_rewards)).sum(-1)
 
 
+def preference_log_odds(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    r"""The log-odds of the mixture's preference, :math:`\log P - \log(1 - P)` with :math:`P = \sum_k w_k \sigma(d_k)`.
+
+    Shape ``(n_pairs,)``. Computed from ``logsumexp`` of ``log w + logsigmoid(±d)``, so it stays
+    finite where ``P`` rounds to 0 or 1. With one head it is the BT margin :math:`d`; for any
+    ``K`` it plays the margin's role in :mod:`course_lib.calibration` (``sigmoid`` of it is
+    :math:`P`, and temperature scaling divides it by ``T``), so single models and mixtures are
+    calibrated and scored the same way.
+
+    Defined in Chapter 06.
+    """
+    _check_rewards_and_weights(chosen_rewards, rejected_rewards, weights, "preference_log_odds")
+    log_weights = torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
+    margins = chosen_rewards - rejected_rewards
+    return (torch.logsumexp(log_weights + F.logsigmoid(margins), dim=-1)
+            - torch.logsumexp(log_weights + F.logsigmoid(-margins), dim=-1))
+
+
 def multiplicative_weights(prior: torch.Tensor, chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
                            eta: float = 1.0) -> torch.Tensor:
     r"""Adapt mixture weights to one user, pair by pair: multiplicative weights over the heads (MiCRo stage 2).

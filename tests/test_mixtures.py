@@ -16,6 +16,7 @@ from course_lib.mixtures import (
     mixture_accuracy,
     mixture_bradley_terry_loss,
     multiplicative_weights,
+    preference_log_odds,
     preference_probability,
 )
 from course_lib.world import USER_CONTEXTS, group_names, user_profiles
@@ -65,6 +66,23 @@ def test_shape_errors_name_the_problem():
     with pytest.raises(ValueError, match="known_weights"):
         fit_mixture(torch.zeros(4, 3), torch.zeros(4, 3), config=MixtureConfig(n_heads=2, progress=False),
                     known_weights=torch.ones(4, 3))
+
+
+def test_preference_log_odds_is_the_logit_of_the_mixture_probability_and_stays_finite():
+    chosen = torch.tensor([[1.0, 0.0], [0.5, 2.0], [3.0, -2.0]])
+    rejected = torch.tensor([[0.0, 1.0], [0.0, -1.0], [0.0, 0.0]])
+    weights = torch.tensor([[0.25, 0.75], [0.5, 0.5], [0.9, 0.1]])
+    p = 0.25 * sigmoid(1.0) + 0.75 * sigmoid(-1.0)
+    log_odds = preference_log_odds(chosen, rejected, weights)
+    assert log_odds[0].item() == pytest.approx(math.log(p / (1 - p)), abs=1e-6)
+    assert torch.allclose(torch.sigmoid(log_odds), preference_probability(chosen, rejected, weights), atol=1e-6)
+    one_head = preference_log_odds(chosen[:, :1], rejected[:, :1], torch.ones(1))
+    assert torch.allclose(one_head, chosen[:, 0] - rejected[:, 0], atol=1e-5), "with one head: the BT margin"
+    extreme = preference_log_odds(torch.tensor([[60.0, 80.0], [-60.0, -80.0]]), torch.zeros(2, 2), torch.tensor([0.5, 0.5]))
+    assert torch.isfinite(extreme).all() and extreme[0].item() == pytest.approx(60.0 - math.log(0.5 + 0.5 * math.exp(-20.0)), abs=1e-4)
+    assert extreme[1].item() == pytest.approx(-extreme[0].item(), abs=1e-4), "swapping the answers flips the sign"
+    with pytest.raises(ValueError, match="preference_log_odds"):
+        preference_log_odds(torch.zeros(3, 2), torch.zeros(3, 2), torch.ones(3))
 
 
 def test_router_weights_are_a_softmax_that_sums_to_one():
