@@ -59,10 +59,12 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .collaborative import CollaborativeConfig, CollaborativeHistory, train_two_models
 from .evaluation import MINI_REWARD_BENCH_SECTIONS, mini_reward_bench_score, pair_outcomes
 from .reward_model import RewardModel, frozen_model_with_new_head, score
+from .runtime import single_threaded
 from .training import BradleyTerryTrainer, TrainingConfig, TrainingHistory
 from .world import WorldConfig, generate_preference_pairs
 
@@ -303,8 +305,10 @@ def run_cell(method: str, noise, seed: int, base: RewardModel, bench, config: Re
     if isinstance(noise, str) and "noise_rate" in NOISE_MODELS[noise]:
         true_rate = NOISE_MODELS[noise]["noise_rate"]
     eta = true_rate if config.assumed_noise_rate is None else config.assumed_noise_rate
-    models, history = train_method(method, base, train, config, eta, seed, device)
-    chosen, rejected = bench_rewards(models, bench)
+    # Heads on cached features are many tiny steps: one thread for the whole run (no per-step switching).
+    with single_threaded(config.encoder == "frozen" and torch.device(device).type == "cpu"):
+        models, history = train_method(method, base, train, config, eta, seed, device)
+        chosen, rejected = bench_rewards(models, bench)
     report = mini_reward_bench_score(chosen, rejected, bench["category"])
     row = {"method": method, "noise": noise if isinstance(noise, str) else f"flip{round(100 * float(noise))}",
            "noise_rate": round(true_rate, 4), "seed": seed, "eta": round(eta, 4), "average": float(report.score),

@@ -224,7 +224,8 @@ class BradleyTerryTrainer(Learner):
 
         Defined in Chapter 02; used in Chapter 04.
         """
-        return pair_batch(self.train_data, indices)
+        with single_threaded(self.single_threaded):  # a gather of a few rows: a second thread only waits
+            return pair_batch(self.train_data, indices)
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """Dataset rows in the order epoch ``epoch`` visits them (``order_fn``).
