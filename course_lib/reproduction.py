@@ -130,10 +130,10 @@ PROFILES = {
     "smoke": ReproductionConfig(n_pairs=300, n_bench=30, epochs=8, max_length=96),
     "standard": ReproductionConfig(epochs=20, n_bench=2500),
     "full": ReproductionConfig(n_pairs=20000, n_bench=2500, epochs=20, max_length=256),
-    # Separate LoRA encoders. lora_cpu: a size that runs on two CPU cores in minutes per model (400 pairs,
+    # Separate LoRA encoders. lora_cpu: a size that runs on two CPU cores in minutes per model (300 pairs,
     # 48 tokens, three epochs with the full forget rate from the second); lora: the GPU version at the
     # standard profile's data and benchmark size.
-    "lora_cpu": ReproductionConfig(n_pairs=400, n_bench=100, epochs=3, ramp_epochs=1, lr=5e-4, batch_size=16,
+    "lora_cpu": ReproductionConfig(n_pairs=300, n_bench=100, epochs=3, ramp_epochs=1, lr=5e-4, batch_size=16,
                                    max_length=48, head_hidden_size=None, encoder="lora"),
     "lora": ReproductionConfig(n_pairs=3000, n_bench=2500, epochs=5, lr=5e-4, batch_size=16, max_length=128,
                                head_hidden_size=None, encoder="lora"),
