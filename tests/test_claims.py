@@ -7,8 +7,8 @@ smoke size the gain of peer review is -0.006 +- 0.027 (mean +- sample std) and C
 +0.010); the effect needs pairs: 600 pairs and 40 epochs give +0.043 +- 0.050 and
 +0.046 +- 0.057, 1000 pairs and 30 epochs +0.040 +- 0.071 and +0.056 +- 0.062 (seeds
 0-2 fail the bound below). This test trains at the smallest size measured where seeds
-0-2 pass it: 1500 pairs, 30 epochs (the standard profile's epochs), scored on one fixed
-MiniRewardBench of 100 pairs per section (as ``course sweep`` does). Per seed 0-5 there,
+0-2 pass it: 1500 pairs, 30 epochs, scored on one fixed
+MiniRewardBench of 100 pairs per section (enough to see the sign at this size). Per seed 0-5 there,
 the gain over the single RM at 40% flips:
 
     peer_review  +0.050 +0.028 +0.117 +0.165 -0.017 +0.103   mean +0.074, sd 0.066
