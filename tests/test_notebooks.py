@@ -47,6 +47,8 @@ CLAIMS = {
         ("minirewardbench_clean_rm", operator.gt, 0.6),
         ("biased_rm_prefers_longer", operator.gt, 0.75),
         ("length_matched_pairs", operator.ge, 60),
+        # The library trainer given the hand loop's settings ends where the hand loop ends (8e-6 at smoke size).
+        ("library_vs_hand_max_weight_diff", operator.lt, 1e-3),
     ],
     "03_noisy_preferences": [
         # A smoke run trains the clean / noisy / subset comparisons with 2 seeds (values over seed = 0-4).
