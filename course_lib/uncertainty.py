@@ -110,9 +110,11 @@ def paired_bootstrap(a, b, *, n_resamples: int = 2000, seed: int = 0, statistic=
         seed_weights = (rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=rows) / n_seeds
                         if n_seeds > 1 else np.ones((rows, 1)))
         item_weights = np.zeros((rows, n_items))
-        for members in groups:
-            counts = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size), size=rows)
-            item_weights[:, members] = counts / (members.size * len(groups))
+        for members in groups:  # resample each stratum's items with replacement: counts per item
+            size = members.size
+            draws = rng.integers(0, size, size=(rows, size)) + size * np.arange(rows)[:, None]
+            counts = np.bincount(draws.ravel(), minlength=rows * size).reshape(rows, size)
+            item_weights[:, members] = counts / (size * len(groups))
         resampled[start : start + rows] = ((seed_weights @ per_seed) * item_weights).sum(1)
     low, high = np.percentile(resampled, [2.5, 97.5])
     return Estimate(point, float(resampled.std(ddof=1)), float(low), float(high), difference.size)

@@ -110,6 +110,7 @@ class Grid:
         self.methods = [m for m in SWEEP_METHODS if m in set(self.frame.method)]
         noises = list(dict.fromkeys(self.frame.noise))
         self.noises = [n for n in DEFAULT_NOISES if n in noises] + [n for n in noises if n not in DEFAULT_NOISES]
+        self._compared: dict = {}
 
     def seeds(self, noise: str, *methods: str) -> list[int]:
         common = None
@@ -120,6 +121,12 @@ class Grid:
 
     def compare(self, noise: str, method: str, baseline: str):
         """``method - baseline`` on the four-section average: a paired bootstrap over shared seeds and items."""
+        key = (noise, method, baseline)
+        if key not in self._compared:
+            self._compared[key] = self._compare(noise, method, baseline)
+        return self._compared[key]
+
+    def _compare(self, noise: str, method: str, baseline: str):
         seeds = self.seeds(noise, method, baseline)
         if not seeds:
             return None
