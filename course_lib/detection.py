@@ -19,9 +19,11 @@ arrays have shape ``(epochs, n_pairs)``:
 - **two-model disagreement**: how much two independently trained models disagree
   with the label and with each other.
 
-Two estimates of the flip rate eta (Chapter 05): a two-component mixture over
-per-pair losses, and the disagreement rate on the pairs a held-out model is most
-sure about ("anchor points").
+An estimate of the flip rate eta (Chapter 05): the disagreement rate on the pairs
+a held-out model is most sure about ("anchor points"). Chapter 05 also shows why a
+two-component mixture over per-pair losses, a tempting alternative, does not
+estimate eta: the losses of a briefly trained model split by difficulty, even when
+no label is flipped.
 
 Defined in Chapter 03.
 """
@@ -85,27 +87,6 @@ def detection_report(scores: np.ndarray, is_noisy: np.ndarray, k: int | None = N
     }
 
 
-def estimate_noise_rate(pair_losses: np.ndarray, seed: int = 0) -> float:
-    """Estimate the share of flipped pairs from per-pair losses, with no labels of the truth.
-
-    Fits a two-component Gaussian mixture to ``log(loss)`` (the losses of clean
-    and flipped pairs form two bumps once a model has trained a little) and
-    returns the weight of the component with the larger mean, as DivideMix (Li
-    et al. 2020) does to split clean from noisy samples.
-
-    Defined in Chapter 05.
-    """
-    from sklearn.mixture import GaussianMixture
-
-    losses = np.asarray(pair_losses, dtype=float)
-    losses = losses[np.isfinite(losses)]
-    if losses.size < 10:
-        raise ValueError(f"estimate_noise_rate needs at least 10 finite losses, got {losses.size}")
-    values = np.log(np.clip(losses, 1e-8, None)).reshape(-1, 1)
-    mixture = GaussianMixture(n_components=2, random_state=seed).fit(values)
-    return float(mixture.weights_[int(np.argmax(mixture.means_.ravel()))])
-
-
 def estimate_flip_rate_from_confident_pairs(margins: np.ndarray, top_share: float = 0.2) -> float:
     """Estimate the share of flipped labels from held-out margins: disagreement on the surest pairs.
 
@@ -115,7 +96,13 @@ def estimate_flip_rate_from_confident_pairs(margins: np.ndarray, top_share: floa
     almost always right about the true preference, so under symmetric flips the
     label disagrees with it (``margin < 0``) at rate ~eta. These high-confidence
     pairs are the "anchor points" of noise-rate estimation (Liu & Tao 2016;
-    Patrini et al. 2017). Biased upward by whatever errors the model makes on them.
+    Patrini et al. 2017).
+
+    Biased upward by the errors the model makes on them: with flips independent of
+    the pair and the model wrong about the true preference on a share ``e`` of the
+    anchors, the expected estimate is ``eta + e * (1 - 2 * eta)``. With no flips it
+    measures ``e`` itself. Its sampling error is binomial,
+    ``sqrt(p * (1 - p) / n_top)`` over the ``n_top`` anchors.
 
     Defined in Chapter 05.
     """

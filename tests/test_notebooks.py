@@ -68,9 +68,12 @@ CLAIMS = {
         # tests/test_claims.py checks peer review against the single RM over 3 seeds.
     ],
     "05_curriculum": [
-        ("baseline_drop_0_to_40", operator.gt, 0.0),  # 0.140 +- 0.068: the sign is what one seed shows
-        # crm_gain_40 is +0.005 +- 0.027 at smoke size: tests/test_claims.py checks it over 3 seeds.
-        ("eta_estimate_mae_anchor", operator.lt, 0.12),  # 0.040 +- 0.038 (0.100 at seed 3)
+        # Each smoke run trains every setting with 2 seeds (seed, seed + 1); the values below are
+        # over seed = 0-4. crm_gain_40 (+0.002 +- 0.014) is checked over 3 seeds in tests/test_claims.py.
+        ("baseline_drop_0_to_40", operator.gt, 0.05),  # 0.079 +- 0.005
+        ("eta_estimate_mae_anchor", operator.lt, 0.15),  # 0.080 +- 0.031 (eta 0 and 0.4)
+        ("eta_estimate_mae_mixture", operator.gt, 0.3),  # 0.508 +- 0.023: the loss mixture fails
+        ("ramp_0_minus_2", operator.lt, 0.0),  # -0.062 +- 0.026: the sign is what one run shows
     ],
     "07_dpo": [
         # The smoke profile checks mechanics only (a 1-layer policy, a few dozen steps): the DPO
