@@ -368,7 +368,7 @@ def test_honest_variables_reach_the_test(test_server):
     assert reply["status"] == "passed", reply
 
 
-@pytest.mark.parametrize("assignment", ["07_dpo", "08_grpo"])
+@pytest.mark.parametrize("assignment", ["05_curriculum", "07_dpo", "08_grpo"])
 def test_newest_chapter_solution_scores_full_marks_and_its_exercise_zero(root, tmp_path, assignment):
     """The grader on a chapter's own exercise: the solution earns every point, the untouched exercise none."""
     folder = tmp_path / "submissions"
