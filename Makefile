@@ -1,6 +1,9 @@
 # The course's two entry points (see README):
 #   make course   set up the environment and run every notebook (profile: standard)
 #   make test     set up the environment and run the test suite
+# and, for maintainers and instructors:
+#   make site           the course website in build/site/ (offline; SOURCE=build/smoke for a profile run)
+#   make test-browser   Chromium checks of the site and of JupyterLab (installs Debian's chromium if missing)
 # Set-up is idempotent: a second run only checks a stamp file.
 
 PYTHON  ?= python3.11
@@ -12,7 +15,13 @@ KERNEL  := reward-course
 # Two workers by default (the CI machine has 2 cores).
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup course test check exercises clean
+BROWSER_STAMP := $(VENV)/.browser-setup
+SITE    ?= build/site
+SOURCE  ?=
+# Root installs system packages directly; anyone else through sudo.
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup course test check exercises clean site test-browser browser-setup
 
 setup: $(STAMP)
 
@@ -29,6 +38,25 @@ course: setup
 test: setup
 	$(BIN)/course check
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+
+site: setup
+	$(BIN)/course site --output $(SITE) $(if $(SOURCE),--source $(SOURCE))
+
+# Browser checks need Chromium from the system (Debian/Ubuntu: apt) and Playwright from PyPI;
+# 'make test' never needs either.
+browser-setup: setup $(BROWSER_STAMP)
+	@[ -n "$$COURSE_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "no apt-get here: install Chromium with your system package manager, then rerun (or set COURSE_CHROMIUM=/path/to/chromium)"; exit 1; }; \
+	  echo "installing Debian's chromium ..."; \
+	  $(SUDO) apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || { \
+	    $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends chromium; }; }
+
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,browser]'
+	touch $(BROWSER_STAMP)
+
+test-browser: browser-setup site
+	COURSE_BROWSER_TESTS=1 COURSE_SITE_DIR=$(SITE) $(BIN)/python -m pytest tests/browser
 
 check: setup
 	$(BIN)/course check

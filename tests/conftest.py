@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# tests/browser drive a real Chromium and need system packages; 'make test-browser' runs them
+# (it sets COURSE_BROWSER_TESTS=1), 'make test' never collects them.
+collect_ignore = [] if os.environ.get("COURSE_BROWSER_TESTS") else ["browser"]
+
 # Tests never reach a model or data hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -6,6 +6,7 @@
     course check                           exercises in sync, no stray notebook state
     course grade SUBMISSION ... [--output grades/]
     course sweep [--profile P] [--methods ...] [--noise ...] [--seeds ...]   the CRM reproduction grid
+    course site [--source FOLDER] [--output build/site]   the course website, from executed notebooks
 """
 
 from __future__ import annotations
@@ -120,6 +121,16 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_site(args) -> int:
+    from .notebook_io import repo_root
+    from .site import build_site
+
+    build = build_site(repo_root(), output=args.output and Path(args.output), source=args.source and Path(args.source),
+                       on_page=lambda name: print(f"  wrote {name}", flush=True))
+    print(f"course site: {len(build.pages)} pages in {build.seconds:.1f} s -> {build.path / 'index.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="course", description="Run, check and grade the reward-modeling course.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--timeout", type=float, default=300, help="seconds allowed per notebook (default 300)")
     grade.add_argument("--cell-timeout", type=float, default=60, help="seconds allowed per cell (default 60)")
     grade.set_defaults(func=_cmd_grade)
+
+    site = sub.add_parser("site", help="build the course website (static HTML, offline) from executed notebooks")
+    site.add_argument("--source", help="folder of executed lesson notebooks (default: the committed notebooks/, "
+                                       "standard profile; e.g. build/smoke after 'course run --profile smoke')")
+    site.add_argument("--output", help="where the site goes (default: build/site)")
+    site.set_defaults(func=_cmd_site)
 
     sweep = sub.add_parser("sweep", help="run the CRM reproduction grid (resumable) into results/")
     sweep.add_argument("--profile", choices=("smoke", "standard", "full", "lora_cpu", "lora"), default="standard",

@@ -193,6 +193,26 @@ def _table_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def results_markdown(stem: str, results: list[dict], figures: list[dict], figures_dir: Path) -> list[str]:
+    """Markdown lines for one notebook's recorded results (a table) and figures.
+
+    Each figure is written to ``figures_dir`` as ``<stem>__<name>.png`` and linked
+    as ``figures/<file>``, so the Markdown must sit next to ``figures_dir``.
+    Shared by ``report.md`` and the course site's results page.
+    """
+    lines = []
+    if results:
+        lines += ["", "| result | value | what it measures |", "|---|---|---|"]
+        lines += [f"| `{r['name']}` | {format_value(r['value'])} | {_table_cell(r.get('description', ''))} |" for r in results]
+    for figure in figures:
+        name = f"{stem}__{figure['name']}.png"
+        write_bytes_atomic(figures_dir / name, base64.b64decode(figure["png"]))
+        lines += ["", f"![{figure.get('caption') or figure['name']}](figures/{name})"]
+        if figure.get("caption"):
+            lines += ["", f"*{figure['caption']}*"]
+    return lines
+
+
 def write_report(runs: list[NotebookRun], output_dir: Path, profile: str) -> Path:
     """``report.md`` (results tables and figures) and ``results.json`` next to the executed notebooks."""
     figures_dir = output_dir / "figures"
@@ -204,17 +224,7 @@ def write_report(runs: list[NotebookRun], output_dir: Path, profile: str) -> Pat
         lines.append("Parameters: " + ", ".join(f"`{k}={v!r}`" for k, v in run.parameters.items()))
         if run.error:
             lines += ["", f"**Error:** {run.error}"]
-        if run.results:
-            lines += ["", "| result | value | what it measures |", "|---|---|---|"]
-            lines += [
-                f"| `{r['name']}` | {format_value(r['value'])} | {_table_cell(r.get('description', ''))} |" for r in run.results
-            ]
-        for figure in run.figures:
-            name = f"{Path(run.notebook).stem}__{figure['name']}.png"
-            write_bytes_atomic(figures_dir / name, base64.b64decode(figure["png"]))
-            lines += ["", f"![{figure.get('caption') or figure['name']}](figures/{name})"]
-            if figure.get("caption"):
-                lines += ["", f"*{figure['caption']}*"]
+        lines += results_markdown(Path(run.notebook).stem, run.results, run.figures, figures_dir)
     report = output_dir / "report.md"
     write_text_atomic(report, "\n".join(lines) + "\n")
     summary = [
