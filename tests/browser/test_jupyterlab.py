@@ -32,7 +32,7 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_LIMIT = 90  # seconds for jupyter lab to answer
-SERVER_LIFETIME = 600  # the server stops itself after this long, whatever happens to the test
+SERVER_LIFETIME = 600  # seconds idle before an orphaned kernel, then the server, stops itself
 RUN_LIMIT_MS = 240_000  # for the first cells (smoke profile) to produce their figure
 
 
@@ -98,7 +98,10 @@ def lab(tmp_path, artifacts):
     command = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+        # Should the test process die without cleaning up: idle kernels are culled, then the
+        # server stops itself once it has had no kernel for a while.
         f"--ServerApp.shutdown_no_activity_timeout={SERVER_LIFETIME}",
+        f"--MappingKernelManager.cull_idle_timeout={SERVER_LIFETIME}", "--MappingKernelManager.cull_interval=60",
         "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",  # no package index lookups
     ]
