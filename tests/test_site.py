@@ -74,6 +74,9 @@ def test_lesson_page_has_navigation_source_link_and_command(site):
     current = [a["href"] for a in links if a.get("aria-current") == "page"]
     assert current == ["02_reward_models.html", "02_reward_models.html"]  # chapter bar and the Lesson tab
     assert "data:image/png;base64," in html  # the executed notebook's figures
+    exercises = (site.path / "02_reward_models.exercises.html").read_text(encoding="utf-8")
+    assert 'href="exercises/02_reward_models.ipynb"' in exercises
+    assert "jupyter lab exercises/02_reward_models.ipynb" in exercises
 
 
 def test_repository_links_point_at_site_pages(root, site):

@@ -34,7 +34,8 @@ COURSE_TITLE = "Reward Modeling & Alignment"
 TEMPLATE_DIR = Path(__file__).with_name("site_template")
 MATHJAX_URL = "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 CHAPTER_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+$")
-PARTS = (("lesson", "Lesson", "notebooks"), ("exercises", "Exercises", "exercises"), ("solutions", "Solutions", "solutions"))
+# Each chapter part: its tab label and the repository folder its notebook lives in.
+PARTS = {"lesson": ("Lesson", "notebooks"), "exercises": ("Exercises", "exercises"), "solutions": ("Solutions", "solutions")}
 
 
 @dataclass
@@ -108,8 +109,8 @@ def discover_chapters(root: Path, source: Path) -> list[Chapter]:
         if not match:
             continue
         sources = {"lesson": lesson}
-        for part, _, folder in PARTS[1:]:
-            if (root / folder / lesson.name).is_file():
+        for part, (_, folder) in PARTS.items():
+            if part != "lesson" and (root / folder / lesson.name).is_file():
                 sources[part] = root / folder / lesson.name
         title = _title(read_notebook(lesson), lesson.stem)
         chapters.append(Chapter(match.group(1), lesson.stem, title, summaries.get(match.group(1), ""), sources))
@@ -128,8 +129,9 @@ def site_link(target: str, chapters: list[Chapter]) -> str:
     pages = {"README.md": "index.html", "results/crm_reproduction.md": "reproduction.html"}
     for chapter in chapters:
         pages[f"{chapter.stem}.ipynb"] = pages[f"notebooks/{chapter.stem}.ipynb"] = chapter.href()
-        for part, _, folder in PARTS[1:]:
-            pages[f"{folder}/{chapter.stem}.ipynb"] = chapter.href(part)
+        for part, (_, folder) in PARTS.items():
+            if part != "lesson":
+                pages[f"{folder}/{chapter.stem}.ipynb"] = chapter.href(part)
     page = pages.get(relative)
     if page is None:
         return target
@@ -153,8 +155,8 @@ def _home_notebook(root: Path, chapters: list[Chapter], profile: str, has_reprod
     intro = readme.split("\n## ", 1)[0].strip() or f"# {COURSE_TITLE}"
     rows = ["| # | chapter | you leave able to | exercises | solutions |", "|---|---|---|---|---|"]
     for chapter in chapters:
-        parts = [f"[{label.lower()}]({chapter.href(part)})" if part in chapter.sources else ""
-                 for part, label, _ in PARTS[1:]]
+        parts = [f"[{part}]({chapter.href(part)})" if part in chapter.sources else ""
+                 for part in ("exercises", "solutions")]
         rows.append(f"| {chapter.number} | [{chapter.title}]({chapter.href()}) | {chapter.summary} | {' | '.join(parts)} |")
     chapters_md = "## Chapters\n\nEach chapter is a lesson notebook (shown here with the outputs of its " \
                   f"`{profile}` run), exercises and their solutions.\n\n" + "\n".join(rows)
@@ -205,8 +207,7 @@ def _page_notebook(chapter: Chapter, part: str, chapters: list[Chapter]):
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = rewrite_links(cell.source, chapters)
-    label = dict((p, lab) for p, lab, _ in PARTS)[part]
-    nb.metadata["title"] = f"{chapter.number} {chapter.title}" + ("" if part == "lesson" else f" — {label.lower()}")
+    nb.metadata["title"] = f"{chapter.number} {chapter.title}" + ("" if part == "lesson" else f" — {part}")
     return nb
 
 
@@ -250,47 +251,26 @@ def build_site(root: Path, output: Path | None = None, source: Path | None = Non
         figures_dir = staging / "figures"
         figures_dir.mkdir()
         for chapter in chapters:
-            for part, _, folder in PARTS:
-                if part in chapter.sources:
-                    (staging / folder).mkdir(exist_ok=True)
-                    shutil.copyfile(chapter.sources[part], staging / folder / f"{chapter.stem}.ipynb")
+            for part, path in chapter.sources.items():
+                folder = PARTS[part][1]
+                (staging / folder).mkdir(exist_ok=True)
+                shutil.copyfile(path, staging / folder / f"{chapter.stem}.ipynb")
 
-        base = {"course_title": COURSE_TITLE, "mathjax_url": MATHJAX_URL, "has_reproduction": has_reproduction,
-                "source_note": f"the executed notebooks of the `{profile}` profile".replace("`", ""),
-                "tabs": [], "notebook_href": None, "prev": None, "next": None}
-        pages = [("index.html", "home", None, None, _home_notebook(root, chapters, profile, has_reproduction))]
+        pages = [("index.html", "home", None, _home_notebook(root, chapters, profile, has_reproduction))]
         for chapter in chapters:
-            for part, _, _ in PARTS:
-                if part in chapter.sources:
-                    pages.append((chapter.href(part), part, chapter, part, _page_notebook(chapter, part, chapters)))
-        pages.append(("results.html", "results", None, None, _results_notebook(chapters, profile, figures_dir)))
+            pages += [(chapter.href(part), part, chapter, _page_notebook(chapter, part, chapters))
+                      for part in PARTS if part in chapter.sources]
+        pages.append(("results.html", "results", None, _results_notebook(chapters, profile, figures_dir)))
         if has_reproduction:
-            pages.append(("reproduction.html", "reproduction", None, None,
-                          _reproduction_notebook(root, chapters, figures_dir)))
+            pages.append(("reproduction.html", "reproduction", None, _reproduction_notebook(root, chapters, figures_dir)))
 
         exporter = _exporter()
-        for index, (name, kind, chapter, part, nb) in enumerate(pages):
-            site = dict(base, kind=kind)
-            site["chapters"] = [{"number": c.number, "title": c.title, "href": c.href(), "active": c is chapter}
-                                for c in chapters]
-            if chapter is not None:
-                site["tabs"] = [{"label": label, "href": chapter.href(p), "active": p == part}
-                                for p, label, _ in PARTS if p in chapter.sources]
-                folder = dict((p, f) for p, _, f in PARTS)[part]
-                site["notebook_href"] = site["notebook_label"] = f"{folder}/{chapter.stem}.ipynb"
-                if part == "lesson":
-                    site["command_label"] = "Reproduce"
-                    site["command"] = f"course run {chapter.number} --profile {profile.split('/')[0]}"
-                    site["profile_note"] = f"Outputs below: profile {profile}."
-                else:
-                    site["command_label"] = "Work on it"
-                    site["command"] = f"jupyter lab {folder}/{chapter.stem}.ipynb"
-                    site["profile_note"] = ("Graded with: course grade SUBMISSIONS" if part == "exercises"
-                                            else "The worked answers; graded exercises are checked against these.")
+        for index, (name, kind, chapter, nb) in enumerate(pages):
+            site = _page_context(kind, chapter, chapters, profile, has_reproduction)
             if index > 0:
-                site["prev"] = {"href": pages[index - 1][0], "title": pages[index - 1][4].metadata["title"]}
+                site["prev"] = {"href": pages[index - 1][0], "title": pages[index - 1][3].metadata["title"]}
             if index + 1 < len(pages):
-                site["next"] = {"href": pages[index + 1][0], "title": pages[index + 1][4].metadata["title"]}
+                site["next"] = {"href": pages[index + 1][0], "title": pages[index + 1][3].metadata["title"]}
             body, _ = exporter.from_notebook_node(nb, resources={"site": site})
             (staging / name).write_text(body, encoding="utf-8")
             build.pages.append(name)
@@ -302,6 +282,29 @@ def build_site(root: Path, output: Path | None = None, source: Path | None = Non
         raise
     build.seconds = time.monotonic() - started
     return build
+
+
+def _page_context(kind: str, chapter: Chapter | None, chapters: list[Chapter], profile: str,
+                  has_reproduction: bool) -> dict:
+    """What the template needs besides the notebook (``resources.site``); ``kind`` is the chapter part on chapter pages."""
+    site = {"course_title": COURSE_TITLE, "mathjax_url": MATHJAX_URL, "has_reproduction": has_reproduction,
+            "source_note": f"the executed notebooks of the {profile} profile", "kind": kind,
+            "chapters": [{"number": c.number, "title": c.title, "href": c.href(), "active": c is chapter}
+                         for c in chapters],
+            "tabs": [], "notebook_href": None, "prev": None, "next": None}
+    if chapter is None:
+        return site
+    site["tabs"] = [{"label": label, "href": chapter.href(part), "active": part == kind}
+                    for part, (label, _) in PARTS.items() if part in chapter.sources]
+    site["notebook_href"] = f"{PARTS[kind][1]}/{chapter.stem}.ipynb"
+    if kind == "lesson":
+        site.update(command_label="Reproduce", command=f"course run {chapter.number} --profile {profile.split('/')[0]}",
+                    profile_note=f"Outputs below: profile {profile}.")
+    else:
+        site.update(command_label="Work on it", command=f"jupyter lab {site['notebook_href']}",
+                    profile_note="Graded with: course grade SUBMISSIONS" if kind == "exercises"
+                    else "The worked answers; graded exercises are checked against these.")
+    return site
 
 
 def _swap_in(staging: Path, output: Path) -> None:
