@@ -247,6 +247,14 @@ def bench_rewards(models: list[RewardModel], bench) -> tuple[np.ndarray, np.ndar
     return chosen, rejected
 
 
+def bench_outcomes(models: list[RewardModel], bench) -> np.ndarray:
+    """Per-pair benchmark outcomes of the models' averaged rewards: 1 right, 0 wrong, 0.5 tie.
+
+    The input of every paired interval (:func:`course_lib.uncertainty.paired_bootstrap`).
+    """
+    return pair_outcomes(*bench_rewards(models, bench))
+
+
 def score_models(models: list[RewardModel], bench) -> dict[str, float]:
     """MiniRewardBench score of the models' averaged rewards: ``{"average": ..., section: ...}``."""
     report = mini_reward_bench_score(*bench_rewards(models, bench), bench["category"])

@@ -120,6 +120,22 @@ def test_every_method_trains_and_cross_fitting_scores_every_pair(tiny_backbone):
     assert margins.shape == (24,) and np.isfinite(margins).all()
 
 
+def test_bench_outcomes_score_the_averaged_rewards_per_pair(tiny_backbone):
+    from course_lib.reward_model import RewardModel, RewardModelConfig, frozen_model_with_new_head
+    from course_lib.world import mini_reward_bench
+
+    bench = mini_reward_bench(n_per_category=3, seed=0)
+    base = RewardModel(RewardModelConfig(backbone=tiny_backbone, mode="frozen"))
+    models = [frozen_model_with_new_head(base, head_hidden_size=8, seed=s) for s in (0, 1)]
+    chosen, rejected = reproduction.bench_rewards(models, bench)
+    outcomes = reproduction.bench_outcomes(models, bench)
+    assert outcomes.shape == (len(bench),) and set(np.unique(outcomes)) <= {0.0, 0.5, 1.0}
+    np.testing.assert_array_equal(outcomes, np.where(chosen > rejected, 1.0, np.where(chosen < rejected, 0.0, 0.5)))
+    single = reproduction.bench_outcomes(models[:1], bench)
+    assert reproduction.score_models(models[:1], bench)["average"] == pytest.approx(
+        np.mean([single[np.array(bench["category"]) == c].mean() for c in dict.fromkeys(bench["category"])]))
+
+
 def test_paired_report_marks_only_differences_whose_interval_excludes_zero():
     rng = np.random.default_rng(0)
     config = json.dumps(ReproductionConfig(n_bench=200).to_dict(), sort_keys=True)
