@@ -241,11 +241,14 @@ def grid_header(grid: Grid, what: str) -> list[str]:
     ]
 
 
-def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None) -> str:
-    """The Markdown report: headline, paired differences, ablation, accuracies, selections, and the LoRA variant."""
+def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None, grid: Grid | None = None) -> str:
+    """The Markdown report: headline, paired differences, ablation, accuracies, selections, and the LoRA variant.
+
+    ``grid``: the :class:`Grid` of ``rows`` when the caller already has it (its intervals are cached).
+    """
     lines = ["# CRM reproduction on MiniRewardBench", ""]
     if rows:
-        grid = Grid(rows)
+        grid = grid or Grid(rows)
         lines += grid_header(grid, "reward heads on one frozen encoder")
         lines += [
             "**How to read it.** A difference is paired: both methods ran on the same seeds (same training pairs) and "
@@ -317,14 +320,13 @@ def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None) -> st
     return "\n".join(lines)
 
 
-def plot_png(rows: list[dict]) -> bytes:
+def plot_png(grid: Grid) -> bytes:
     """Each method's difference to the single RM per noise, with 95% paired intervals, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grid = Grid(rows)
     methods = [m for m in grid.methods if m != "single"]
     fig, ax = plt.subplots(figsize=(9, 4.2))
     width = 0.8 / max(len(methods), 1)
@@ -355,10 +357,11 @@ def write_report(output_dir) -> None:
     output_dir = Path(output_dir)
     tables = [output_dir / name for name in (CSV_NAME, LORA_CSV_NAME)]
     rows, lora_rows = ([] if not p.exists() else pd.read_csv(p).to_dict("records") for p in tables)
+    grid = Grid(rows) if rows else None  # one set of bootstrap intervals for the report and the plot
     if rows or lora_rows:
-        write_text_atomic(output_dir / "crm_reproduction.md", markdown_report(rows, lora_rows))
-    if rows:
-        write_bytes_atomic(output_dir / "crm_reproduction.png", plot_png(rows))
+        write_text_atomic(output_dir / "crm_reproduction.md", markdown_report(rows, lora_rows, grid))
+    if grid is not None:
+        write_bytes_atomic(output_dir / "crm_reproduction.png", plot_png(grid))
 
 
 def run_sweep(output_dir, profile: str = "standard", methods=None, noises=DEFAULT_NOISES, seeds=(0, 1, 2, 3, 4),
