@@ -160,10 +160,8 @@ def _home_notebook(root: Path, chapters: list[Chapter], profile: str, has_reprod
         rows.append(f"| {chapter.number} | [{chapter.title}]({chapter.href()}) | {chapter.summary} | {' | '.join(parts)} |")
     chapters_md = "## Chapters\n\nEach chapter is a lesson notebook (shown here with the outputs of its " \
                   f"`{profile}` run), exercises and their solutions.\n\n" + "\n".join(rows)
-    start = "\n\n".join(
-        f"### {heading}\n\n{readme_section(readme, heading)}" for heading in ("The two commands", "Opening the notebooks")
-        if readme_section(readme, heading)
-    )
+    how_to = {heading: readme_section(readme, heading) for heading in ("The two commands", "Opening the notebooks")}
+    start = "\n\n".join(f"### {heading}\n\n{body}" for heading, body in how_to.items() if body)
     results = ["## Key results", "",
                f"- [Every chapter's recorded results and figures](results.html) (profile `{profile}`)."]
     if has_reproduction:
@@ -220,8 +218,8 @@ def _exporter():
 def _mathjax_folder() -> Path:
     try:
         import jupyter_server_mathjax
-    except ImportError as error:
-        raise RuntimeError("the course site needs the jupyter-server-mathjax package for offline math; "
+    except ImportError as error:  # a FileNotFoundError, so that `course site` reports it in one line
+        raise FileNotFoundError("the course site needs the jupyter-server-mathjax package for offline math; "
                            "run 'make setup' (or pip install jupyter-server-mathjax)") from error
     return Path(jupyter_server_mathjax.__file__).parent / "static"
 
