@@ -3,6 +3,7 @@ way a learner's notebook can try to fool the grader (each must leave unsolved pa
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -14,10 +15,11 @@ import nbformat
 import pytest
 from filelock import FileLock
 
+from course_lib.grading.grader import grade_submission
+from course_lib.grading.harness import IsolatedTestRunner
+from course_lib.grading.sources import solution_imports, trusted_preamble
 from course_lib.tooling.cli import main as course_main
 from course_lib.tooling.exercises import graded_cells
-from course_lib.tooling.grade_harness import IsolatedTestRunner
-from course_lib.tooling.grading import grade_submission, trusted_preamble
 from course_lib.tooling.notebook_io import read_notebook, write_notebook
 
 pytestmark = pytest.mark.notebook
@@ -84,12 +86,23 @@ MONKEYPATCH = (  # what the chapter-01 tests call: abs, np.allclose, np.abs and 
     "bt = types.SimpleNamespace(**vars(bt))  # a look-alike module in the namespace\n"
     "abs = lambda x: 0.0  # and a global that hides the builtin"
 )
-PATCH_WHEN_UNPICKLED = (
-    "import cloudpickle.cloudpickle\n"
+PATCH_WHEN_UNPICKLED = (  # a grader that pickled the learner's variables would patch numpy loading this one
+    "import numpy\n"
     "class PatchNumpyWhenLoaded:\n"
     "    def __reduce__(self):\n"
-    "        return (cloudpickle.cloudpickle.subimport, ('numpy',), {'allclose': lambda *args, **kwargs: True})\n"
+    "        return (setattr, (numpy, 'allclose', lambda *args, **kwargs: True))\n"
     "sneaky = PatchNumpyWhenLoaded()"
+)
+PATCH_IN_DEFINITIONS = (  # the test process replays class statements, so this class body runs there too
+    "import builtins, math, numpy, numpy.testing, torch\n"
+    "class Sneaky:\n"
+    "    builtins.abs = lambda x: 0.0\n"
+    "    numpy.allclose = lambda *args, **kwargs: True\n"
+    "    numpy.testing.assert_allclose = lambda *args, **kwargs: None\n"
+    "    math.isclose = lambda *args, **kwargs: True\n"
+    "    bt.fit_bradley_terry = lambda winners, losers, n, **kwargs: numpy.zeros(n)\n"
+    "    bt.elo_ratings = lambda *args, **kwargs: 0.0\n"
+    "    bt.win_probability.__code__ = (lambda s_a, s_b: numpy.where(numpy.asarray(s_a) > numpy.asarray(s_b), 1.0, 0.0)).__code__"
 )
 
 
@@ -125,7 +138,9 @@ def grade_folder(root: Path, tmp_path_factory) -> dict:
         "replaced_display_hooks": with_cell(submission(root), REPLACE_DISPLAY_HOOKS),
         "monkeypatched": with_cell(submission(root, replace=WRONG), MONKEYPATCH, where="after_setup"),
         "exit_after_tampering": with_cell(with_cell(submission(root), SWALLOW_ERRORS), "import os\nos._exit(0)", where="last"),
+        "sys_exit_after_tampering": with_cell(with_cell(submission(root), SWALLOW_ERRORS), "import sys\nsys.exit(0)", where="last"),
         "patch_when_unpickled": with_cell(submission(root, replace=WRONG), PATCH_WHEN_UNPICKLED, where="after_setup"),
+        "patch_in_definitions": with_cell(submission(root, replace=WRONG), PATCH_IN_DEFINITIONS, where="after_setup"),
     }
     tampered = cases["tampered_tests"]
     for cell in tampered.cells:
@@ -199,10 +214,11 @@ def test_unreadable_submission_is_reported_not_fatal(graded):
 def test_csv_has_one_row_per_submission(graded):
     lines = graded["_csv"].strip().splitlines()
     assert lines[0].startswith("submission,assignment,ex1_win_probability")
-    assert len(lines) == 1 + 14
+    assert len(lines) == 1 + 16
 
 
-@pytest.mark.parametrize("case", ["swallowed_errors", "silenced_errors", "replaced_display_hooks", "exit_after_tampering"])
+@pytest.mark.parametrize("case", ["swallowed_errors", "silenced_errors", "replaced_display_hooks", "exit_after_tampering",
+                                  "sys_exit_after_tampering"])
 def test_tampering_with_the_kernel_leaves_unsolved_parts_at_zero(graded, case):
     record = graded[case]
     assert record["max_score"] == 8 and record["score"] == 0, record["questions"]
@@ -216,11 +232,18 @@ def test_monkeypatched_libraries_do_not_reach_the_tests(graded):
     assert all(q["status"] == "failed" and q["message"].startswith("AssertionError") for q in record["questions"])
 
 
-def test_a_snapshot_that_patches_a_library_when_loaded_is_refused(graded):
+def test_a_variable_built_to_patch_a_library_when_loaded_is_never_loaded(graded):
     record = graded["patch_when_unpickled"]
-    assert record["score"] == 0
-    for question in record["questions"][1:]:  # ex1's cell comes before `sneaky` is defined
-        assert "refused to load your variables" in question["message"] and "module numpy" in question["message"]
+    assert record["score"] == 0, record["questions"]
+    assert all(q["status"] == "failed" and q["message"].startswith("AssertionError") for q in record["questions"])
+
+
+def test_patches_made_by_replayed_definitions_are_undone_before_the_tests(graded):
+    record = graded["patch_in_definitions"]
+    assert record["score"] == 0, record["questions"]
+    for question in record["questions"]:
+        assert question["status"] == "failed" and question["message"].startswith("AssertionError"), question
+        assert "replaying your definitions changed" in question["message"] and "numpy.allclose" in question["message"]
 
 
 def test_corrupt_submission_scores_zero_of_the_assignments_maximum(tmp_path):
@@ -255,117 +278,221 @@ def test_whole_notebook_time_limit_is_enforced(root, kernel_name, tmp_path):
     assert "not run" in {q.status for q in grade.questions}
 
 
-# The guarded loader, without a kernel: snapshots written by a script (as a kernel would),
-# loaded by a test server for chapter 01. A probe test checks the libraries are intact.
-ATTACKS = """
-import collections, dataclasses, json, sys, threading, warnings
+# The test process without a kernel: snapshots written by a separate Python (as the learner's
+# kernel would), loaded by a chapter-01 test server. A probe test checks the libraries are intact.
+DEFINITIONS = """
 import numpy, torch
-import cloudpickle.cloudpickle as cp
-from course_lib import bradley_terry as bt
-from course_lib.tooling.grade_harness import save_namespace
-
-def always(*args, **kwargs):
-    return True
-
-def attack(reduce_value):
-    return type("Attack", (), {"__reduce__": lambda self: reduce_value})()
-
-class PatchInSetstate:
-    def __init__(self):
-        self.armed = True
-    def __setstate__(self, state):
-        numpy.allclose = always
-
-Point = collections.namedtuple("Point", "x y")
-
-@dataclasses.dataclass(frozen=True)
-class Key:
-    name: str
+import torch.nn.functional as F
 
 def area(side):
     return side * side
+
+square = lambda x: area(x)
 
 class Doubler(torch.nn.Module):
     def forward(self, x):
         return 2 * x
 
-attacks = {
-    "exec": attack((exec, ("import numpy; numpy.allclose = lambda *a, **k: True",))),
-    "setattr": attack((setattr, (numpy, "allclose", always))),
-    "module_state": attack((cp.subimport, ("numpy",), {"allclose": always})),
-    "function_code": attack((cp._function_setstate, (bt.win_probability, ({}, {
-        "__globals__": {}, "__closure__": None, "_cloudpickle_submodules": [], "__code__": always.__code__})))),
-    "class_attributes": attack((cp._class_setstate, (torch.nn.Linear, ({"forward": always}, {})))),
-    "warnings_filters": attack((getattr, (warnings, "filters"), None, iter([("ignore", None, Warning, None, 12345)]))),
-    "thread": attack((threading.Timer, (0.01, always))),
-    "setstate": PatchInSetstate(),
-    "unsupported": attack((json.loads, ("[1]",))),
-}
-for name, value in attacks.items():
-    save_namespace({"sneaky": value, "area": area}, f"{sys.argv[1]}/{name}.pkl")
-head = torch.nn.Linear(3, 1)
-save_namespace(dict(array=numpy.arange(4.0), tensor=torch.ones(2, requires_grad=True), head=head,
-                    optimizer=torch.optim.Adam(head.parameters(), lr=0.1), point=Point(1, 2), area=area,
-                    doubler=Doubler(), rng=numpy.random.default_rng(1), keyed={Key("a"): 1}), f"{sys.argv[1]}/honest.pkl")
+def _first_score():
+    return nested[3][0]
+
+sigmoid = torch.sigmoid
 """
-PROBE = """
-import numpy, torch, warnings
-assert not numpy.allclose(0.0, 1.0), "numpy.allclose was patched"
-assert bt.win_probability(0.0, 0.0) == 0.5, "course_lib was patched"
-assert torch.nn.Linear(2, 1).forward.__func__ is torch.nn.modules.linear.Linear.forward
-assert not any(f[4] == 12345 for f in warnings.filters), "warnings.filters was changed"
-assert area(3) == 9
+HONEST_CELL = DEFINITIONS + """
+array, scalar, tensor = numpy.arange(4.0), numpy.float32(2.5), torch.ones(2, requires_grad=True)
+nested = {"pairs": (torch.zeros(2), numpy.ones(3)), 3: [1.5, None, "x", {1, 2}], "size": torch.Size([2, 3]), b"k": 1j}
+"""
+NOT_DATA_CELL = DEFINITIONS + """
+head = torch.nn.Linear(3, 1)
+made = (lambda: lambda: 1)()
 """
 HONEST = """
 import torch
-assert area(3) == 9 and float(array.sum()) == 6.0 and tensor.requires_grad
-assert head(torch.zeros(1, 3)).shape == (1, 1) and optimizer.param_groups[0]["lr"] == 0.1
-assert point.x == 1 and float(doubler(torch.ones(1))) == 2.0 and 0 <= rng.random() < 1
+assert area(3) == 9 and square(4) == 16 and float(array.sum()) == 6.0 and tensor.requires_grad
+assert scalar.dtype == numpy.float32 and isinstance(nested["pairs"], tuple) and nested[3][3] == {1, 2}
+assert nested["size"] == torch.Size([2, 3]) and nested[b"k"] == 1j and _first_score() == 1.5
+assert float(Doubler()(torch.ones(1))) == 2.0 and sigmoid is torch.sigmoid and F is torch.nn.functional
+"""
+PROBE = """
+import math, numpy, torch, warnings, time
+time.sleep(0.2)  # a timer or thread the definitions started would fire now
+assert not numpy.allclose(0.0, 1.0), "numpy.allclose was patched"
+assert bt.win_probability(0.0, 0.0) == 0.5 and bt.win_probability(5.0, 0.0) < 1.0, "course_lib was patched"
+assert abs(-1) == 1 and not math.isclose(0.0, 1.0), "a builtin or math was patched"
+assert not any(f[4] == 12345 for f in warnings.filters), "warnings.filters was changed"
+"""
+ALWAYS = "lambda *args, **kwargs: True"
+TAMPERING_DEFINITIONS = {  # each replayed in the test process before PROBE; what the note must name
+    "class_body": (f"import numpy\nclass Sneaky:\n    numpy.allclose = {ALWAYS}", "numpy.allclose"),
+    "decorator": ("@(lambda f: setattr(bt.win_probability, '__code__', (lambda s_a, s_b: 1.0).__code__) or f)\n"
+                  "def decorated():\n    pass", "bradley_terry.win_probability"),
+    "default_value": ("import warnings\ndef f(x=warnings.filters.insert(0, ('ignore', None, Warning, None, 12345))):\n"
+                      "    pass", "warnings.filters"),
+    "builtins_and_sys_modules": ("import sys\nclass Sneaky:\n    import builtins\n    builtins.abs = lambda x: 0\n"
+                                 f"    sys.modules['math'].isclose = {ALWAYS}", "builtins.abs"),
+    "signal_timer": ("import signal, numpy\nclass Sneaky:\n"
+                     f"    signal.signal(signal.SIGALRM, lambda *args: setattr(numpy, 'allclose', {ALWAYS}))\n"
+                     "    signal.setitimer(signal.ITIMER_REAL, 0.1)", "ITIMER_REAL"),
+    "profile_function": ("import sys, numpy\ndef profile(*args):\n"
+                         f"    numpy.allclose = {ALWAYS}\nclass Sneaky:\n    sys.setprofile(profile)", "the profile function"),
+    "del_of_what_the_grader_puts_back": ("import numpy\nclass Repatch:\n    def __call__(self, *args, **kwargs):\n"
+                                         "        return True\n    def __del__(self):\n"
+                                         f"        numpy.allclose = {ALWAYS}\n"
+                                         "class Sneaky:\n    numpy.allclose = Repatch()", "numpy.allclose"),
+    "del_of_a_definition_the_grader_drops": ("class Repatch:\n    def __del__(self):\n        import numpy\n"
+                                             f"        numpy.allclose = {ALWAYS}\n"
+                                             "def dropped(x=Repatch()):  # not in the snapshot: as if deleted later\n"
+                                             "    pass", ""),
+    "audit_hook": (f"import sys, numpy\nclass Sneaky:\n    sys.addaudithook(lambda event, args: setattr(numpy, 'allclose', {ALWAYS}))",
+                   ""),
+}
+WRITE_SNAPSHOTS = """
+import json, sys
+import numpy, torch
+from course_lib.grading.snapshot import ARRAYS, MANIFEST, TENSORS, save
+
+folder = sys.argv[1]
+for name, source in json.loads(sys.argv[2]).items():
+    namespace = {"__name__": "__main__"}
+    exec(source, namespace)
+    save(namespace, f"{folder}/{name}")
+
+class RunsCode:  # what a forged file could hold: an object whose unpickling writes a file
+    def __reduce__(self):
+        return (exec, (f"open({folder!r} + '/ran', 'w').close()",))
+
+save({"x": torch.zeros(1)}, f"{folder}/forged_tensors")
+torch.save([RunsCode()], f"{folder}/forged_tensors/{TENSORS}")
+save({"x": numpy.zeros(1)}, f"{folder}/forged_arrays")
+numpy.savez(f"{folder}/forged_arrays/{ARRAYS}", numpy.array([RunsCode()], dtype=object), allow_pickle=True)
+save({}, f"{folder}/forged_manifest")
+with open(f"{folder}/forged_manifest/{MANIFEST}", "w") as file:
+    json.dump({"data": {"x": ["eval", "open('ran', 'w')"]}, "references": {}, "others": {}}, file)
 """
 
 
 @pytest.fixture(scope="module")
 def test_server(root, tmp_path_factory):
-    """Attack snapshots written by a separate Python (as the learner's kernel would) and a chapter-01 test server."""
+    """Snapshots written by a separate Python, and a chapter-01 test server; ``run(snapshot, cells, source)``."""
     folder = tmp_path_factory.mktemp("snapshots")
-    subprocess.run([sys.executable, "-c", ATTACKS, str(folder)], check=True, cwd=folder)
+    cells = {"honest": HONEST_CELL, "not_data": NOT_DATA_CELL, "empty": ""}
+    subprocess.run([sys.executable, "-c", WRITE_SNAPSHOTS, str(folder), json.dumps(cells)], check=True, cwd=folder)
     solution = read_notebook(root / "solutions" / f"{ASSIGNMENT}.ipynb")
-    assert [c.grade_id for c in graded_cells(solution, ASSIGNMENT)][0] == "ex1_win_probability"
-    server = IsolatedTestRunner(trusted_preamble(solution), folder / "server")
-    yield lambda name, source: server.run(snapshot=folder / f"{name}.pkl", source=source, grade_id=name,
-                                          cwd=folder, timeout=CELL_TIMEOUT)
+    server = IsolatedTestRunner(trusted_preamble(solution), folder / "server", warm_up=solution_imports(solution))
+
+    def run(name: str, cells: str, source: str) -> dict:
+        return server.run(snapshot=folder / name, cells=[("<your cell 1>", cells)], source=source, grade_id=name,
+                          cwd=folder, timeout=CELL_TIMEOUT)
+
+    run.folder = folder
+    yield run
     server.close()
 
 
+def test_honest_variables_and_definitions_reach_the_test(test_server):
+    reply = test_server("honest", HONEST_CELL, HONEST + PROBE)
+    assert reply["status"] == "passed" and reply["notes"] == [], reply
+
+
+def test_a_value_that_is_not_data_is_named_when_the_test_needs_it(test_server):
+    reply = test_server("not_data", NOT_DATA_CELL, PROBE + "head\n")
+    assert reply["status"] == "failed" and "NameError" in reply["message"], reply
+    assert any("'head' was not carried over" in note and "torch.nn.modules.linear.Linear" in note for note in reply["notes"])
+    reply = test_server("not_data", NOT_DATA_CELL, "made\n")
+    assert any("'made' was not carried over (a function defined in your notebook" in note for note in reply["notes"])
+
+
 @pytest.mark.parametrize("case, reason", [
-    ("exec", "call builtins.exec"),
-    ("setattr", "call builtins.setattr"),
-    ("module_state", "change module numpy"),
-    ("function_code", "replace the code or globals of course_lib.bradley_terry.win_probability"),
-    ("class_attributes", "replace the attributes of torch.nn.modules.linear.Linear"),
-    ("warnings_filters", "change a builtins.list object"),
-    ("thread", "threading.Timer"),
+    ("forged_tensors", "tensors.pt holds more than tensors"),
+    ("forged_arrays", "arrays.npz holds more than plain arrays"),
+    ("forged_manifest", "'eval' node"),
 ])
-def test_snapshot_that_tampers_while_loading_is_refused(test_server, case, reason):
-    reply = test_server(case, PROBE)
-    assert reply["status"] == "refused" and reason in reply["message"], reply
+def test_a_forged_snapshot_is_refused_and_none_of_it_runs(test_server, case, reason):
+    reply = test_server(case, "", PROBE)
+    assert reply["status"] == "failed" and "could not load your variables" in reply["message"], reply
+    assert reason in reply["message"], reply
+    assert not (test_server.folder / "ran").exists(), "loading the snapshot ran code from it"
 
 
-def test_variable_whose_loading_runs_learner_code_is_left_out(test_server):
-    reply = test_server("setstate", PROBE)
-    assert reply["status"] == "passed", reply  # numpy.allclose was never patched
-    assert any("'sneaky' was left out" in note and "__setstate__" in note for note in reply["notes"])
+@pytest.mark.parametrize("case", sorted(TAMPERING_DEFINITIONS))
+def test_what_replayed_definitions_change_is_put_back_before_the_test(test_server, case):
+    definitions, changed = TAMPERING_DEFINITIONS[case]
+    reply = test_server("empty", definitions, PROBE)
+    assert reply["status"] == "passed", reply  # the probe found the libraries intact
+    if changed:
+        assert any("replaying your definitions changed" in note and changed in note for note in reply["notes"]), reply
 
 
-def test_variable_the_loader_cannot_rebuild_is_reported_when_missing(test_server):
-    reply = test_server("unsupported", PROBE + "sneaky\n")
-    assert reply["status"] == "failed" and "NameError" in reply["message"]
-    assert any("'sneaky' was not carried over" in note and "json.loads" in note for note in reply["notes"])
+def test_definitions_that_leave_a_thread_running_score_zero(test_server):
+    thread = f"import threading, numpy\nclass Sneaky:\n    threading.Timer(0.1, lambda: setattr(numpy, 'allclose', {ALWAYS})).start()"
+    reply = test_server("empty", thread, "pass")
+    assert reply["status"] == "failed" and "your definitions started a thread" in reply["message"], reply
 
 
-def test_honest_variables_reach_the_test(test_server):
-    reply = test_server("honest", HONEST)
-    assert reply["status"] == "passed", reply
+def private_names(source: str) -> list[str]:
+    """Every name starting with ``_`` of pickle, cloudpickle, torch or numpy (or a submodule)
+    that ``source`` imports, reads as an attribute, looks up with getattr, or names in a string."""
+    guarded = ("pickle", "cloudpickle", "torch", "numpy")
+
+    def private(dotted: str) -> bool:
+        parts = dotted.split(".")
+        return parts[0] in guarded and any(part.startswith("_") for part in parts[1:])
+
+    tree = ast.parse(source)
+    aliases: dict[str, str] = {}  # local name -> the module path it stands for
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found += [alias.name] if private(alias.name) else []
+                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                dotted = f"{node.module}.{alias.name}"
+                found += [dotted] if private(dotted) else []
+                aliases[alias.asname or alias.name] = dotted
+
+    def dotted_name(node) -> str | None:
+        attributes = []
+        while isinstance(node, ast.Attribute):
+            attributes.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id in aliases:
+            return ".".join([aliases[node.id], *reversed(attributes)])
+        return None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            dotted = dotted_name(node)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "setattr", "hasattr", "delattr") \
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+            base = dotted_name(node.args[0])
+            dotted = f"{base}.{node.args[1].value}" if base else None
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):  # __import__("numpy._core"), sys.modules[...]
+            dotted = node.value if all(p.isidentifier() for p in node.value.split(".")) else None
+        else:
+            dotted = None
+        if dotted and private(dotted):
+            found.append(dotted)
+    return sorted(set(found))
+
+
+def test_the_private_name_check_sees_every_form():
+    assert private_names("import pickle\nclass U(pickle._Unpickler): pass") == ["pickle._Unpickler"]
+    assert private_names("from torch._utils import _rebuild_tensor_v2") == ["torch._utils._rebuild_tensor_v2"]
+    assert private_names("import torch._tensor as t") == ["torch._tensor"]
+    assert private_names("import cloudpickle.cloudpickle as cp\ncp._make_function") == ["cloudpickle.cloudpickle._make_function"]
+    assert private_names("import numpy as np\nnp.core.multiarray._reconstruct") == ["numpy.core.multiarray._reconstruct"]
+    assert private_names("import torch\ngetattr(torch, '_C')") == ["torch._C"]
+    assert private_names("__import__('numpy._core.numeric')") == ["numpy._core.numeric"]
+    assert private_names("import torch\nfrom numpy import savez\ntorch.load(f, weights_only=True)\nsavez(f)") == []
+
+
+def test_grading_uses_no_private_name_of_pickle_cloudpickle_torch_or_numpy(root):
+    modules = sorted((root / "course_lib" / "grading").glob("*.py"))
+    assert {m.name for m in modules} >= {"grader.py", "harness.py", "snapshot.py"}
+    found = {m.name: private_names(m.read_text()) for m in modules}
+    assert not any(found.values()), found
 
 
 @pytest.mark.parametrize("assignment", ["05_curriculum", "07_dpo", "08_grpo"])

@@ -83,8 +83,9 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_grade(args) -> int:
+    from ..grading.grader import grade_submissions
+    from ..grading.report import format_grade_table, write_grade_reports
     from .execute import available_kernel
-    from .grading import format_grade_table, grade_submissions, write_grade_reports
     from .notebook_io import repo_root
 
     paths = []

@@ -1,69 +1,46 @@
-"""Grade submitted exercise notebooks.
+"""Grade submitted exercise notebooks (``course grade``).
 
 A submission is graded in two phases, so that nothing its cells do can fake a pass:
 
 1. The learner's code cells run in their own kernel, one at a time, in a scratch folder;
    graded test cells are skipped. Where a graded cell sits, the grader saves the
-   learner's variables to a snapshot file (``grade_harness.save_namespace``).
+   learner's variables as data (``snapshot.save``): numbers, strings, containers, numpy
+   arrays and torch tensors, never pickled objects.
 2. Each graded cell, in the solution's version (hidden tests included), runs in a fresh
    process forked from a test server that imported the libraries and ran the solution's
-   setup before any submission ran (``grade_harness``). The process gets the learner's
-   variables from the snapshot, with the solution's setup cells, imports, parameters and
-   given helpers bound over them. The cell's points are earned when that process
-   reports that the test ran to its end; no output is ever scanned.
+   setup before any submission ran (``harness``). The process loads the learner's data,
+   replays the ``def``, ``class`` and ``import`` statements of the learner's earlier cells
+   from the submitted source, puts back whatever that replay changed in the libraries, and
+   binds the solution's setup cells, imports, parameters and given helpers over it all.
+   The cell's points are earned when that process reports that the test ran to its end;
+   no output is ever scanned.
 
 Editing a test does not help and a deleted test cell scores zero. An exception, an
 infinite loop (stopped after ``cell_timeout`` seconds; a kernel that ignores the interrupt
 is restarted and the earlier cells replayed), a dead kernel or an unreadable file costs
 points but never stops the grader, and a notebook never runs longer than ``timeout``
 seconds. The README's "Instructor workflow" section states what this defends and what not.
+
+Defined for the course's grading.
 """
 
 from __future__ import annotations
 
-import ast
-import csv
-import io
-import json
 import queue
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from jupyter_client.manager import KernelManager
 
-from .exercises import BEGIN_SOLUTION, METADATA_KEY, GradedCell, graded_cells
-from .grade_harness import IsolatedTestRunner
-from .notebook_io import read_notebook, write_text_atomic
+from ..tooling.exercises import METADATA_KEY, GradedCell, graded_cells
+from ..tooling.notebook_io import read_notebook
+from .harness import IsolatedTestRunner
+from .report import NotebookGrade, QuestionScore
+from .snapshot import MANIFEST
+from .sources import cell_grade_id, solution_imports, trusted_preamble
 
 INTERRUPT_GRACE = 5.0  # seconds an interrupted cell gets to stop before the kernel is restarted
-
-
-@dataclass
-class QuestionScore:
-    grade_id: str
-    points: float
-    max_points: float
-    status: str  # passed | failed | timeout | missing | not run
-    message: str = ""
-
-
-@dataclass
-class NotebookGrade:
-    submission: str
-    assignment: str
-    questions: list[QuestionScore] = field(default_factory=list)
-    error: str = ""
-    seconds: float = 0.0
-
-    @property
-    def score(self) -> float:
-        return sum(q.points for q in self.questions)
-
-    @property
-    def max_score(self) -> float:
-        return sum(q.max_points for q in self.questions)
 
 
 def _assignment_of(submission, path: Path, assignment: str | None) -> str:
@@ -78,60 +55,12 @@ def _assignment_of(submission, path: Path, assignment: str | None) -> str:
     return name
 
 
-def _grade_id(cell) -> str | None:
-    return cell.get("metadata", {}).get(METADATA_KEY, {}).get("grade_id")
-
-
-def _plain_python(source: str) -> str | None:
-    """The cell's source without IPython magics and shell lines, or None if it is not Python."""
-    for candidate in (source, "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))):
-        try:
-            ast.parse(candidate)
-            return candidate
-        except SyntaxError:
-            continue
-    return None
-
-
-def trusted_preamble(solution) -> list[tuple[str, str]]:
-    """What the graded cells may rely on, taken from the solution rather than the submission:
-    every code cell before the first exercise (parameters, imports, seeds) and, after it, the
-    imports, functions and classes of the cells that hold no exercise (given helpers)."""
-    exercise = {i for i, c in enumerate(solution.cells)
-                if c.cell_type == "code" and (BEGIN_SOLUTION in c.source or _grade_id(c))}
-    first_exercise = min(exercise, default=len(solution.cells))
-    kept_statements = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    preamble = []
-    for index, cell in enumerate(solution.cells):
-        source = _plain_python(cell.source) if cell.cell_type == "code" and index not in exercise else None
-        if source is None:
-            continue
-        if index > first_exercise:
-            kept = [node for node in ast.parse(source).body if isinstance(node, kept_statements)]
-            if not kept:
-                continue
-            source = ast.unparse(ast.Module(body=kept, type_ignores=[]))
-        preamble.append((f"<solution cell {index}>", source))
-    return preamble
-
-
-def graded_cell_imports(solution_cells: list[GradedCell]) -> list[str]:
-    """The import statements of the graded cells, for the test server to run once in advance."""
-    imports = []
-    for cell in solution_cells:
-        source = _plain_python(cell.source)
-        for node in ast.parse(source).body if source else []:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                imports.append(ast.unparse(node))
-    return list(dict.fromkeys(imports))
-
-
 def _graded_positions(submission, solution_cells: list[GradedCell]) -> dict[int, str]:
     """Index in the submission -> grade_id, for the first code cell carrying each graded id."""
     wanted = {c.grade_id for c in solution_cells}
     positions: dict[int, str] = {}
     for index, cell in enumerate(submission.cells):
-        grade_id = _grade_id(cell)
+        grade_id = cell_grade_id(cell)
         if cell.cell_type == "code" and grade_id in wanted and grade_id not in positions.values():
             positions[index] = grade_id
     return positions
@@ -201,14 +130,21 @@ class _LearnerKernel:
         self.manager.shutdown_kernel(now=True)
 
 
-def _snapshot_code(path: Path) -> str:
-    return ("__import__('course_lib.tooling.grade_harness', fromlist=['save_namespace'])"
-            f".save_namespace(globals(), {str(path)!r})")
+def _snapshot_code(folder: Path) -> str:
+    return f"__import__('course_lib.grading.snapshot', fromlist=['save']).save(globals(), {str(folder)!r})"
+
+
+def _earlier_cells(submission, positions: dict[int, str]) -> dict[str, list[tuple[str, str]]]:
+    """For each graded id, ``(label, source)`` of the learner's code cells before it: the cells
+    that ran in the kernel before its snapshot, whose definitions the test process replays."""
+    return {grade_id: [(f"<your cell {i}>", cell.source) for i, cell in enumerate(submission.cells[:position])
+                       if cell.cell_type == "code" and i not in positions]
+            for position, grade_id in positions.items()}
 
 
 def _run_learner_cells(kernel: _LearnerKernel, submission, positions: dict[int, str], snapshots: Path,
                        deadline: float, cell_timeout: float) -> dict[str, tuple[str, str]]:
-    """Phase 1. For each graded cell: ``("snapshot", path)``, or ``(status, message)`` saying why there is none."""
+    """Phase 1. For each graded cell: ``("snapshot", folder)``, or ``(status, message)`` saying why there is none."""
     outcomes: dict[str, tuple[str, str]] = {}
     history: list[str] = []  # the learner cells that ran, replayed after a restart
     stopped = ""  # why the rest of the notebook did not run
@@ -224,11 +160,11 @@ def _run_learner_cells(kernel: _LearnerKernel, submission, positions: dict[int, 
                 outcomes[grade_id] = ("not run", stopped)
             continue
         limit = min(cell_timeout, remaining)
-        path = snapshots / f"{grade_id}.pkl"
-        status, message = kernel.run(_snapshot_code(path) if grade_id else cell.source, limit)
+        folder = snapshots / str(grade_id)
+        status, message = kernel.run(_snapshot_code(folder) if grade_id else cell.source, limit)
         if grade_id:
-            saved = status == "ok" and path.is_file()
-            outcomes[grade_id] = ("snapshot", str(path)) if saved else \
+            saved = status == "ok" and (folder / MANIFEST).is_file()
+            outcomes[grade_id] = ("snapshot", str(folder)) if saved else \
                 ("failed", f"could not save your variables for the test: {message or status}")
         elif status in ("ok", "error"):
             history.append(cell.source)
@@ -251,7 +187,7 @@ class _TestServers:
         self.servers: dict[str, IsolatedTestRunner] = {}
         self.started = 0
 
-    def get(self, assignment: str, solution, solution_cells: list[GradedCell]) -> IsolatedTestRunner:
+    def get(self, assignment: str, solution) -> IsolatedTestRunner:
         server = self.servers.get(assignment)
         if server is not None and not server.alive():
             server.close()
@@ -259,7 +195,7 @@ class _TestServers:
         if server is None:
             self.started += 1
             server = IsolatedTestRunner(trusted_preamble(solution), self.workdir / f"{assignment}-{self.started}",
-                                        warm_up=graded_cell_imports(solution_cells))
+                                        warm_up=solution_imports(solution))
             self.servers[assignment] = server
         return server
 
@@ -279,8 +215,8 @@ def _not_run(solution_cells: list[GradedCell], message: str) -> list[QuestionSco
 
 
 def _run_tests(servers: _TestServers, assignment: str, solution, solution_cells: list[GradedCell],
-               outcomes: dict[str, tuple[str, str]], workdir: Path, deadline: float, cell_timeout: float,
-               grade: NotebookGrade) -> None:
+               outcomes: dict[str, tuple[str, str]], earlier: dict[str, list[tuple[str, str]]], workdir: Path,
+               deadline: float, cell_timeout: float, grade: NotebookGrade) -> None:
     """Phase 2: each graded cell that has a snapshot runs in a fresh process."""
     for graded in solution_cells:
         kind, detail = outcomes.get(graded.grade_id, ("missing", "graded cell was deleted"))
@@ -291,10 +227,10 @@ def _run_tests(servers: _TestServers, assignment: str, solution, solution_cells:
             grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, kind, detail))
             continue
         try:  # a server that a test process killed is replaced for the next cell
-            server = servers.get(assignment, solution, solution_cells)
+            server = servers.get(assignment, solution)
             problems = server.wait_ready()
-            reply = server.run(snapshot=detail, source=graded.source, grade_id=graded.grade_id, cwd=workdir,
-                               timeout=min(cell_timeout, remaining))
+            reply = server.run(snapshot=detail, cells=earlier[graded.grade_id], source=graded.source,
+                               grade_id=graded.grade_id, cwd=workdir, timeout=min(cell_timeout, remaining))
         except RuntimeError as error:
             grade.error = f"the test process failed: {error}"
             grade.questions.append(QuestionScore(graded.grade_id, 0.0, graded.points, "not run", str(error)))
@@ -303,7 +239,7 @@ def _run_tests(servers: _TestServers, assignment: str, solution, solution_cells:
             grade.error = "the solution's setup failed in the test process: " + "; ".join(problems)
         status = {"passed": "passed", "timeout": "timeout"}.get(reply.get("status"), "failed")
         message = f"stopped after the {cell_timeout:g} s cell time limit" if status == "timeout" else str(reply.get("message", ""))
-        if status != "passed":  # what the grader noticed while loading the variables may explain a failure
+        if status != "passed":  # what the grader noticed while building the learner's namespace may explain a failure
             message = "; ".join(part for part in [message, *reply.get("notes", [])] if part)
         points = graded.points if status == "passed" else 0.0
         grade.questions.append(QuestionScore(graded.grade_id, points, graded.points, status, message))
@@ -325,7 +261,7 @@ def _grade_one(path: Path, solutions_dir: Path, assignment: str | None, kernel_n
                 grade.error += f"; {solution_error}"
         return grade
     solution, solution_cells = _read_solution(solutions_dir, grade.assignment)
-    servers.get(grade.assignment, solution, solution_cells)  # starting before the learner's code runs
+    servers.get(grade.assignment, solution)  # starting before the learner's code runs
     positions = _graded_positions(submission, solution_cells)
     workdir, snapshots = scratch / "work", scratch / "snapshots"
     workdir.mkdir()
@@ -340,7 +276,8 @@ def _grade_one(path: Path, solutions_dir: Path, assignment: str | None, kernel_n
         outcomes = _run_learner_cells(kernel, submission, positions, snapshots, deadline, cell_timeout)
     finally:
         kernel.shutdown()
-    _run_tests(servers, grade.assignment, solution, solution_cells, outcomes, workdir, deadline, cell_timeout, grade)
+    _run_tests(servers, grade.assignment, solution, solution_cells, outcomes, _earlier_cells(submission, positions),
+               workdir, deadline, cell_timeout, grade)
     return grade
 
 
@@ -392,33 +329,3 @@ def grade_submission(
     """Grade one submitted notebook against ``solutions_dir/<assignment>.ipynb``."""
     return grade_submissions([path], solutions_dir, assignment=assignment, kernel_name=kernel_name,
                              timeout=timeout, cell_timeout=cell_timeout)[0]
-
-
-def write_grade_reports(grades: list[NotebookGrade], output_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``grades.json`` (everything) and ``grades.csv`` (one row per submission)."""
-    output_dir = Path(output_dir)
-    json_path, csv_path = output_dir / "grades.json", output_dir / "grades.csv"
-    records = [{**asdict(g), "score": g.score, "max_score": g.max_score} for g in grades]
-    write_text_atomic(json_path, json.dumps(records, indent=2) + "\n")
-    grade_ids = list(dict.fromkeys(q.grade_id for g in grades for q in g.questions))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["submission", "assignment", *grade_ids, "score", "max_score", "error"])
-    for g in grades:
-        by_id = {q.grade_id: q.points for q in g.questions}
-        writer.writerow([g.submission, g.assignment, *(by_id.get(i, "") for i in grade_ids), g.score, g.max_score, g.error])
-    write_text_atomic(csv_path, buffer.getvalue())
-    return json_path, csv_path
-
-
-def format_grade_table(grades: list[NotebookGrade]) -> str:
-    """A plain-text table: one block per submission, one line per question."""
-    lines = []
-    for g in grades:
-        lines.append(f"{g.submission} ({g.assignment}): {g.score:g} / {g.max_score:g} points  [{g.seconds:g} s]")
-        if g.error:
-            lines.append(f"  error: {g.error}")
-        for q in g.questions:
-            detail = f"  {q.message}" if q.message else ""
-            lines.append(f"  {q.grade_id:<28} {q.points:>4g} / {q.max_points:<4g} {q.status}{detail}")
-    return "\n".join(lines)
