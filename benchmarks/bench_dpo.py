@@ -72,7 +72,7 @@ from transformers.trainer_callback import PrinterCallback
 from course_lib.policy.dpo import DPOConfig, DPOTrainer
 from course_lib.policy.model import PolicyConfig, build_policy, policy_config
 from course_lib.policy.tokenizer import SEP, train_tokenizer, world_texts
-from course_lib.tooling.notebook_io import write_text_atomic
+from course_lib.engine.files import write_text_atomic
 from course_lib.world import WorldConfig, generate_preference_pairs
 from peers import StepClock, hf_tokenizer, synchronize, versions
 
@@ -133,7 +133,7 @@ def run_course_lib(pairs, tokenizer, policy, reference_logps, args, max_length) 
         loss_type="sigmoid", epochs=1, batch_size=args.batch_size, max_length=max_length, seed=args.seed,
         compile=args.compile, progress=False, device=args.device, precision=args.precision,
     )
-    trainer = DPOTrainer(copy.deepcopy(policy), tokenizer, pairs, config, reference_logps=reference_logps)
+    trainer = DPOTrainer(copy.deepcopy(policy), config, pairs, tokenizer=tokenizer, reference_logps=reference_logps)
     first_batch_loss = trainer.pair_losses(trainer.make_batch(list(range(args.batch_size)))).mean().item()
     times, batches = [], []
     real_step = trainer.train_step
@@ -250,7 +250,7 @@ def main() -> None:
     reference = build_policy(shape, tokenizer, seed=args.seed if args.compile else args.seed + 1)
     reference_config = DPOConfig(max_length=shape.n_positions, progress=False, device=args.device,
                                  precision=args.precision)
-    scored = DPOTrainer(copy.deepcopy(reference), tokenizer, pairs, reference_config)
+    scored = DPOTrainer(copy.deepcopy(reference), reference_config, pairs, tokenizer=tokenizer)
     reference_logps = scored.reference_logps
     truncated = sum(int(ids[-1]) != tokenizer.eos_id for ids in scored.data.ids) / len(scored.data)  # lost their end
     del scored

@@ -84,7 +84,7 @@ from course_lib.policy.grpo import GRPOConfig, GRPOTrainer
 from course_lib.policy.model import PolicyConfig, build_policy, policy_config
 from course_lib.policy.rewards import verifiable_reward
 from course_lib.policy.tokenizer import SEP, train_tokenizer, world_texts
-from course_lib.tooling.notebook_io import write_text_atomic
+from course_lib.engine.files import write_text_atomic
 from course_lib.world import sample_prompts
 from peers import StepClock, hf_tokenizer, synchronize, versions
 
@@ -186,7 +186,7 @@ def course_config(args, shape) -> GRPOConfig:
 
 
 def run_course_lib(prompts, tokenizer, policy, args, shape) -> dict:
-    trainer = GRPOTrainer(copy.deepcopy(policy), tokenizer, prompts, verifiable_reward, course_config(args, shape))
+    trainer = GRPOTrainer(copy.deepcopy(policy), course_config(args, shape), prompts, tokenizer=tokenizer, reward_fn=verifiable_reward)
     step_ends, real_step = [], trainer.train_step
 
     def timed_step(batch, pair_weights=None, total_weight=None):

@@ -48,9 +48,9 @@ import trl
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
-from course_lib.reward_model import RewardModel, RewardModelConfig, default_backbone_path, encode_pairs
-from course_lib.tooling.notebook_io import write_text_atomic
-from course_lib.training import BradleyTerryTrainer, TrainingConfig
+from course_lib.reward.model import RewardModel, RewardModelConfig, default_backbone_path, encode_pairs
+from course_lib.engine.files import write_text_atomic
+from course_lib.reward.training import BradleyTerryTrainer, TrainingConfig
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 WORDS = (
@@ -113,7 +113,7 @@ def run_course_lib(pairs, classifier, args) -> dict:
         progress=False,
         device=args.device,
     )
-    trainer = BradleyTerryTrainer(model, Dataset.from_list(pairs), config)
+    trainer = BradleyTerryTrainer(model, config, Dataset.from_list(pairs))
     first_batch_loss = trainer.pair_losses(trainer.make_batch(range(args.batch_size))).mean().item()
     times, sizes, masks = [], [], []
     real_step = trainer.train_step
@@ -191,7 +191,7 @@ def run_frozen_head(pairs, args) -> float:
     model = RewardModel(RewardModelConfig(mode="frozen", max_length=args.max_length))
     data = Dataset.from_list(pairs * 8)
     config = TrainingConfig(epochs=5, batch_size=32, seed=args.seed, progress=False, device=args.device)
-    trainer = BradleyTerryTrainer(model, data, config)
+    trainer = BradleyTerryTrainer(model, config, data)
     start = time.perf_counter()
     trainer.fit()
     return 5 * len(data) / (time.perf_counter() - start)

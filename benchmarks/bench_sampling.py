@@ -48,8 +48,8 @@ import transformers
 from course_lib.policy.model import PolicyConfig, build_policy, policy_config
 from course_lib.policy.sampling import generate
 from course_lib.policy.tokenizer import train_tokenizer, world_texts
-from course_lib.runtime import autocast, check_precision
-from course_lib.tooling.notebook_io import write_text_atomic
+from course_lib.engine.runtime import autocast, start_runtime
+from course_lib.engine.files import write_text_atomic
 from course_lib.world import sample_prompts
 from peers import synchronize
 
@@ -92,7 +92,7 @@ def hf_generate(model, tokenizer, prompts: list[str], args) -> list[list[int]]:
 
 def course_generate(model, tokenizer, prompts: list[str], args, compile) -> list[list[int]]:
     return generate(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                    top_p=args.top_p, batch_size=args.batch_size, seed=args.seed, device=args.device,
+                    top_p=args.top_p, batch_size=args.batch_size, seed=args.seed,
                     precision=args.precision, compile=compile).token_ids
 
 
@@ -125,7 +125,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
-    check_precision(args.precision, torch.device(args.device))  # TF32 on for CUDA, as the course's runs do
+    start_runtime(args.device, args.precision)  # TF32 on for CUDA, as the course's runs do
 
     tokenizer = train_tokenizer(world_texts(3000), vocab_size=args.vocab_size)
     prompts = list(sample_prompts(args.prompts, seed=args.seed)["prompt"])

@@ -58,7 +58,7 @@ def tiny_backbone(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from course_lib.reward_model import default_backbone_path
+    from course_lib.reward.model import default_backbone_path
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(default_backbone_path())

@@ -14,10 +14,10 @@ import sys
 
 import torch
 
-from course_lib.collaborative import CollaborativeConfig, train_two_models
+from course_lib.engine.collaborative import CollaborativeConfig, train_two_models
 from course_lib.policy import PolicyConfig, build_policy, train_tokenizer, world_texts
 from course_lib.policy.dpo import DPOConfig, DPOTrainer
-from course_lib.runtime import world
+from course_lib.engine.runtime import rank, world_size
 from course_lib.world import WorldConfig, generate_preference_pairs
 
 
@@ -26,13 +26,13 @@ def main(output: str) -> None:
     policy = build_policy(PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160), tokenizer, seed=0)
     pairs = generate_preference_pairs(WorldConfig(n_pairs=24, seed=0, noise_rate=0.3))
     config = DPOConfig(epochs=2, batch_size=8, lr=1e-3, progress=False)
-    single = DPOTrainer(copy.deepcopy(policy), tokenizer, pairs, config)
+    single = DPOTrainer(copy.deepcopy(policy), config, pairs, tokenizer=tokenizer)
     single.fit()
-    a, b = (DPOTrainer(copy.deepcopy(policy), tokenizer, pairs, DPOConfig(**{**vars(config), "seed": s})) for s in (0, 1))
+    a, b = (DPOTrainer(copy.deepcopy(policy), DPOConfig(**{**vars(config), "seed": s}), pairs, tokenizer=tokenizer) for s in (0, 1))
     crm = train_two_models(a, b, CollaborativeConfig(noise_rate=0.3, ramp_epochs=1, curriculum=True, split_warmup=True),
                            progress=False)
     result = {
-        "world_size": world()[1],
+        "world_size": world_size(),
         "single_margins": torch.from_numpy(single.history.pair_margin),
         "single_step_loss": torch.tensor(single.history.step_loss),
         "single_log_ratios": torch.tensor(single.log_ratios),
@@ -40,7 +40,7 @@ def main(output: str) -> None:
         "crm_selected_b": crm.selected_b,
         "crm_margins_b": torch.from_numpy(crm.history_b.pair_margin),
     }
-    if world()[0] == 0:
+    if rank() == 0:
         torch.save(result, output)
     sys.stdout.flush()
     os._exit(0)  # skip interpreter teardown: a gloo group torn down at exit can abort the process (SIGABRT)

@@ -18,10 +18,10 @@ import sys
 
 import torch
 
-from course_lib.collaborative import CollaborativeConfig, all_pair_margins, train_two_models
-from course_lib.reward_model import RewardModel, RewardModelConfig, frozen_model_with_new_head
-from course_lib.runtime import world
-from course_lib.training import BradleyTerryTrainer, TrainingConfig
+from course_lib.engine.collaborative import CollaborativeConfig, all_pair_margins, train_two_models
+from course_lib.reward.model import RewardModel, RewardModelConfig, frozen_model_with_new_head
+from course_lib.engine.runtime import rank, world_size
+from course_lib.reward.training import BradleyTerryTrainer, TrainingConfig
 
 TOPICS = ["tea", "maps", "bikes", "rain", "chess", "bread", "knots", "stars", "lamps", "boats"]
 PAIRS = [
@@ -37,14 +37,14 @@ def main(backbone: str, output: str) -> None:
 
     def trainer(seed: int) -> BradleyTerryTrainer:
         config = TrainingConfig(lr=1e-2, epochs=3, batch_size=10, seed=seed, progress=False)
-        return BradleyTerryTrainer(frozen_model_with_new_head(base, seed=seed), PAIRS, config, EVAL)
+        return BradleyTerryTrainer(frozen_model_with_new_head(base, seed=seed), config, PAIRS, eval_dataset=EVAL)
 
     single = trainer(1)
     single.fit()
     a, b = trainer(1), trainer(2)
     crm = train_two_models(a, b, CollaborativeConfig(noise_rate=0.3, ramp_epochs=1, curriculum=True), progress=False)
     result = {
-        "world_size": world()[1],
+        "world_size": world_size(),
         "single_margins": torch.from_numpy(single.history.pair_margin),
         "single_final_margins": all_pair_margins(single),
         "single_eval_accuracy": single.history.eval_metrics[-1]["accuracy"],
@@ -55,7 +55,7 @@ def main(backbone: str, output: str) -> None:
         "crm_final_margins_b": all_pair_margins(b),
         "crm_eval_accuracy": [a.evaluate()["accuracy"], b.evaluate()["accuracy"]],
     }
-    if world()[0] == 0:
+    if rank() == 0:
         torch.save(result, output)
 
 

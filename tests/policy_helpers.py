@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from course_lib.policy import PolicyConfig, build_policy
-from course_lib.runtime import single_threaded
+from course_lib.engine.runtime import single_threaded
 from course_lib.world import WorldConfig, generate_preference_pairs, sample_prompts
 
 TINY = PolicyConfig(n_layer=1, n_embd=32, n_head=2, n_positions=160)
@@ -62,7 +62,7 @@ def sft_policy_for_tests(config, tokenizer):
 
     data = generate_preference_pairs(WorldConfig(n_pairs=256, seed=1))
     policy = build_policy(config, tokenizer, seed=0)
-    SFTTrainer(policy, tokenizer, data, PolicyTrainingConfig(epochs=3, lr=5e-3, progress=False)).fit()
+    SFTTrainer(policy, PolicyTrainingConfig(epochs=3, lr=5e-3, progress=False), data, tokenizer=tokenizer).fit()
     return policy.eval()
 
 

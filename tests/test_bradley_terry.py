@@ -8,8 +8,8 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 
-from course_lib import bradley_terry as bt
-from course_lib.losses import bradley_terry_loss
+from course_lib.reward import bradley_terry as bt
+from course_lib.engine.losses import bradley_terry_loss
 
 
 def test_loss_matches_closed_form_and_is_stable():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from course_lib.calibration import expected_calibration_error, fit_temperature, preference_nll, reliability_table
+from course_lib.reward.calibration import expected_calibration_error, fit_temperature, preference_nll, reliability_table
 
 
 def calibrated_sample(n=20000, scale=1.0, seed=0):

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from course_lib.reproduction import profile_config, run_cell
-from course_lib.reward_model import RewardModel, RewardModelConfig
+from course_lib.studies.reproduction import profile_config, run_cell
+from course_lib.reward.model import RewardModel, RewardModelConfig
 from course_lib.world import mini_reward_bench
 
 ROOT = Path(__file__).resolve().parents[1]

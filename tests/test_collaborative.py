@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.collaborative import CollaborativeConfig, train_two_models
-from course_lib.reward_model import RewardModel, RewardModelConfig, frozen_model_with_new_head
-from course_lib.training import BradleyTerryTrainer, TrainingConfig
+from course_lib.engine.collaborative import CollaborativeConfig, train_two_models
+from course_lib.reward.model import RewardModel, RewardModelConfig, frozen_model_with_new_head
+from course_lib.reward.training import BradleyTerryTrainer, TrainingConfig
 
 PAIRS = [
     {"prompt": f"Question {i} about {topic}?", "chosen": f"A careful answer about {topic}, number {i}.", "rejected": f"No idea, {i}."}
@@ -21,7 +21,7 @@ def base(tiny_backbone):
 
 def trainers(base, epochs=3):
     config = TrainingConfig(lr=1e-2, epochs=epochs, batch_size=8, progress=False)
-    return [BradleyTerryTrainer(frozen_model_with_new_head(base, head_hidden_size=8, seed=s), PAIRS, config) for s in (1, 2)]
+    return [BradleyTerryTrainer(frozen_model_with_new_head(base, head_hidden_size=8, seed=s), config, PAIRS) for s in (1, 2)]
 
 
 @pytest.mark.parametrize("method", ["ensemble", "peer_review", "self_review"])
@@ -55,7 +55,7 @@ def test_curriculum_selects_per_epoch_and_keeps_the_share(base):
 
 def test_mismatched_trainers_are_rejected(base):
     a, _ = trainers(base)
-    other = BradleyTerryTrainer(frozen_model_with_new_head(base), PAIRS[:8], TrainingConfig(epochs=3, batch_size=8, progress=False))
+    other = BradleyTerryTrainer(frozen_model_with_new_head(base), TrainingConfig(epochs=3, batch_size=8, progress=False), PAIRS[:8])
     with pytest.raises(ValueError, match="same dataset"):
         train_two_models(a, other, CollaborativeConfig(), progress=False)
     with pytest.raises(ValueError, match="method"):

@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset, DatasetDict
 
-from course_lib import data, world
-from course_lib.data import load_preferences, parse_conversation, render_conversation
+from course_lib import world
+from course_lib.world import data
+from course_lib.world.data import load_preferences, parse_conversation, render_conversation
 
 PLAIN = [
     {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon.", "category": "chat"},

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from course_lib.detection import (
+from course_lib.reward.detection import (
     detection_report,
     disagreement_score,
     estimate_flip_rate_from_confident_pairs,

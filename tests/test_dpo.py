@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.losses import dpo_implied_rewards, dpo_loss, rpo_nll_loss
+from course_lib.engine.losses import dpo_implied_rewards, dpo_loss, rpo_nll_loss
 from course_lib.policy import build_policy, train_tokenizer, world_texts
 from course_lib.policy.dpo import DPOConfig, DPOTrainer
 from course_lib.policy.evaluation import compare_policies, evaluate_policy
@@ -24,7 +24,7 @@ from course_lib.policy.methods import ReferenceScores, train_dpo_method
 from course_lib.policy.onpolicy import flip_labels, on_policy_pairs, relabel_pairs
 from course_lib.policy.sequences import Sequences
 from course_lib.policy.sft import PolicyTrainingConfig, SFTTrainer
-from course_lib.uncertainty import mean_estimate, paired_bootstrap
+from course_lib.engine.uncertainty import mean_estimate, paired_bootstrap
 from course_lib.world import WorldConfig, generate_preference_pairs, gold_rewards, sample_prompts
 
 from policy_helpers import TINY, crash_during_fit, sft_policy_for_tests
@@ -116,14 +116,14 @@ def test_sequence_logprobs_sum_the_response_tokens_and_ignore_padding(tokenizer)
 # ---------------------------------------------------------------- SFT
 def test_sft_lowers_the_response_nll_and_resumes_exactly(tokenizer, pairs, tmp_path):
     config = PolicyTrainingConfig(epochs=2, batch_size=8, lr=5e-3, progress=False, checkpoint_dir=tmp_path / "a")
-    full = SFTTrainer(build_policy(TINY, tokenizer, seed=0), tokenizer, pairs, config)
+    full = SFTTrainer(build_policy(TINY, tokenizer, seed=0), config, pairs, tokenizer=tokenizer)
     full.fit()
     assert np.mean(full.history.step_loss[-3:]) < np.mean(full.history.step_loss[:3]) - 0.3
 
     interrupted = replace(config, epochs=1, checkpoint_dir=tmp_path / "b")
-    SFTTrainer(build_policy(TINY, tokenizer, seed=0), tokenizer, pairs, interrupted).fit()
+    SFTTrainer(build_policy(TINY, tokenizer, seed=0), interrupted, pairs, tokenizer=tokenizer).fit()
     # A resumed run must have the same settings: epochs=2 differs from the checkpoint's 1 -> refused by name.
-    resumed = SFTTrainer(build_policy(TINY, tokenizer, seed=0), tokenizer, pairs, replace(config, checkpoint_dir=tmp_path / "b"))
+    resumed = SFTTrainer(build_policy(TINY, tokenizer, seed=0), replace(config, checkpoint_dir=tmp_path / "b"), pairs, tokenizer=tokenizer)
     with pytest.raises(ValueError, match="epochs"):
         resumed.fit(resume=True)
 
@@ -131,11 +131,11 @@ def test_sft_lowers_the_response_nll_and_resumes_exactly(tokenizer, pairs, tmp_p
 def test_sft_resume_after_a_crash_is_bit_identical(tokenizer, pairs, tmp_path):
     config = PolicyTrainingConfig(epochs=2, batch_size=8, lr=5e-3, progress=False, checkpoint_dir=tmp_path,
                                   checkpoint_every=4)
-    reference = SFTTrainer(build_policy(TINY, tokenizer, seed=0), tokenizer, pairs, replace(config, checkpoint_dir=None))
+    reference = SFTTrainer(build_policy(TINY, tokenizer, seed=0), replace(config, checkpoint_dir=None), pairs, tokenizer=tokenizer)
     reference.fit()
-    crashing = SFTTrainer(build_policy(TINY, tokenizer, seed=0), tokenizer, pairs, config)
+    crashing = SFTTrainer(build_policy(TINY, tokenizer, seed=0), config, pairs, tokenizer=tokenizer)
     crash_during_fit(crashing, 7)
-    resumed = SFTTrainer(build_policy(TINY, tokenizer, seed=0), tokenizer, pairs, config)
+    resumed = SFTTrainer(build_policy(TINY, tokenizer, seed=0), config, pairs, tokenizer=tokenizer)
     resumed.fit(resume=True)
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -144,7 +144,7 @@ def test_sft_resume_after_a_crash_is_bit_identical(tokenizer, pairs, tmp_path):
 
 # ---------------------------------------------------------------- DPO
 def test_dpo_starts_at_log2_and_widens_the_implied_margin(tokenizer, pairs, sft_policy):
-    trainer = DPOTrainer(copy.deepcopy(sft_policy), tokenizer, pairs, dpo_config(epochs=3))
+    trainer = DPOTrainer(copy.deepcopy(sft_policy), dpo_config(epochs=3), pairs, tokenizer=tokenizer)
     batch = trainer.make_batch(torch.arange(len(pairs)))
     assert trainer.pair_losses(batch).mean().item() == pytest.approx(math.log(2), abs=1e-5)
     assert trainer.pair_margins(batch).abs().max().item() < 1e-5, "the policy starts as its own reference"
@@ -160,7 +160,7 @@ def test_dpo_starts_at_log2_and_widens_the_implied_margin(tokenizer, pairs, sft_
 @pytest.mark.parametrize("overrides", [dict(loss_type="ipo"), dict(loss_type="robust", label_smoothing=0.3),
                                        dict(label_smoothing=0.3), dict(rpo_alpha=1.0), dict(precision="bf16")])
 def test_every_dpo_variant_trains(tokenizer, pairs, sft_policy, overrides):
-    trainer = DPOTrainer(copy.deepcopy(sft_policy), tokenizer, pairs, dpo_config(**overrides))
+    trainer = DPOTrainer(copy.deepcopy(sft_policy), dpo_config(**overrides), pairs, tokenizer=tokenizer)
     before = copy.deepcopy(trainer.model.state_dict())
     trainer.fit()
     assert trainer.global_step > 0 and np.isfinite(trainer.history.step_loss).all()
@@ -170,7 +170,7 @@ def test_every_dpo_variant_trains(tokenizer, pairs, sft_policy, overrides):
 def test_rpo_keeps_the_chosen_answers_likely(tokenizer, pairs, sft_policy):
     ratios = {}
     for alpha in (None, 2.0):
-        trainer = DPOTrainer(copy.deepcopy(sft_policy), tokenizer, pairs, dpo_config(epochs=4, rpo_alpha=alpha, lr=3e-3))
+        trainer = DPOTrainer(copy.deepcopy(sft_policy), dpo_config(epochs=4, rpo_alpha=alpha, lr=3e-3), pairs, tokenizer=tokenizer)
         trainer.fit()
         ratios[alpha] = np.mean([chosen for _, chosen, _ in trainer.log_ratios[-3:]])
     assert ratios[2.0] > ratios[None], f"RPO's NLL term must keep chosen log-ratios higher: {ratios}"
@@ -182,19 +182,19 @@ def test_dpo_bad_settings_are_named(tokenizer, pairs, sft_policy):
     with pytest.raises(ValueError, match="label_smoothing"):
         DPOConfig(label_smoothing=0.5)
     with pytest.raises(ValueError, match="column 'rejected'"):
-        DPOTrainer(sft_policy, tokenizer, pairs.remove_columns("rejected"), dpo_config())
+        DPOTrainer(sft_policy, dpo_config(), pairs.remove_columns("rejected"), tokenizer=tokenizer)
     with pytest.raises(ValueError, match=r"reference_logps must have shape \(48, 2\)"):
-        DPOTrainer(copy.deepcopy(sft_policy), tokenizer, pairs, dpo_config(), reference_logps=torch.zeros(3, 2))
+        DPOTrainer(copy.deepcopy(sft_policy), dpo_config(), pairs, tokenizer=tokenizer, reference_logps=torch.zeros(3, 2))
 
 
 def test_dpo_resume_is_bit_identical(tokenizer, pairs, sft_policy, tmp_path):
     config = dpo_config(epochs=2, checkpoint_dir=tmp_path)
-    uninterrupted = DPOTrainer(copy.deepcopy(sft_policy), tokenizer, pairs, replace(config, checkpoint_dir=None))
+    uninterrupted = DPOTrainer(copy.deepcopy(sft_policy), replace(config, checkpoint_dir=None), pairs, tokenizer=tokenizer)
     uninterrupted.fit()
-    DPOTrainer(copy.deepcopy(sft_policy), tokenizer, pairs, replace(config, epochs=1, checkpoint_dir=tmp_path / "x")).fit()
-    first = DPOTrainer(copy.deepcopy(sft_policy), tokenizer, pairs, config)
+    DPOTrainer(copy.deepcopy(sft_policy), replace(config, epochs=1, checkpoint_dir=tmp_path / "x"), pairs, tokenizer=tokenizer).fit()
+    first = DPOTrainer(copy.deepcopy(sft_policy), config, pairs, tokenizer=tokenizer)
     first.fit()
-    resumed = DPOTrainer(copy.deepcopy(sft_policy), tokenizer, pairs, config)
+    resumed = DPOTrainer(copy.deepcopy(sft_policy), config, pairs, tokenizer=tokenizer)
     resumed.fit(resume=True)  # finds the finished run's checkpoint: nothing left to do
     assert resumed.global_step == uninterrupted.global_step == first.global_step
     assert resumed.log_ratios == uninterrupted.log_ratios
@@ -220,10 +220,10 @@ def test_crm_dpo_updates_each_policy_on_its_peers_selection(tokenizer, pairs, sf
 
 
 def test_crm_dpo_plan_keeps_one_minus_eta_after_the_ramp(tokenizer, pairs, sft_policy):
-    from course_lib.collaborative import CollaborativeConfig, train_two_models
+    from course_lib.engine.collaborative import CollaborativeConfig, train_two_models
 
     config = dpo_config(epochs=3)
-    a, b = (DPOTrainer(copy.deepcopy(sft_policy), tokenizer, pairs, replace(config, seed=s)) for s in (0, 1))
+    a, b = (DPOTrainer(copy.deepcopy(sft_policy), replace(config, seed=s), pairs, tokenizer=tokenizer) for s in (0, 1))
     history = train_two_models(a, b, CollaborativeConfig("peer_review", 0.25, ramp_epochs=1, curriculum=True), progress=False)
     kept = history.selected_a.float().mean(1)
     assert kept[0].item() == 1.0, "the ramp starts with every pair"

@@ -1,6 +1,6 @@
 """Chapter 07's DPO against TRL's ``DPOTrainer`` (trl 1.16): the losses, end to end, and bf16 / compile on CPU.
 
-1. The pure :func:`course_lib.losses.dpo_loss` equals the loss TRL's own
+1. The pure :func:`course_lib.engine.losses.dpo_loss` equals the loss TRL's own
    ``DPOTrainer._compute_loss`` returns on the same log-ratios (``tests/trl_reference.py``):
    DPO (beta 0.1 and 0.5), rDPO (robust, label_smoothing 0.2), IPO (beta 0.1 and 0.5) and
    cDPO (sigmoid, label_smoothing 0.2). trl 1.x ignores ``label_smoothing`` in its
@@ -38,7 +38,7 @@
    one ``learning_rate=0`` training step is the same to the last bit.)
 3. RPO: trl 1.16 has no ``rpo_alpha`` any more; its equivalent is ``loss_type=["sigmoid",
    "sft"]`` with ``loss_weights=[1, alpha]``, whose NLL term is a token mean over all
-   the batch's chosen tokens, where the course's :func:`course_lib.losses.rpo_nll_loss`
+   the batch's chosen tokens, where the course's :func:`course_lib.engine.losses.rpo_nll_loss`
    averages per sequence first (``-log pi(y_c|x) / |y_c|``, as Pang et al. 2024 write
    it), then over pairs. They agree on a one-pair batch to 8e-6; on 8 pairs they differ
    by exactly ``alpha * (token mean - sequence mean)`` (asserted; 1e-2 here).
@@ -59,7 +59,7 @@ import trl  # a pinned dev dependency: an import error must fail, not skip
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from course_lib.losses import dpo_loss
+from course_lib.engine.losses import dpo_loss
 from course_lib.policy.dpo import DPOConfig, DPOTrainer
 from course_lib.policy.logprobs import sequence_logprobs
 from course_lib.policy.model import PolicyConfig, build_policy
@@ -137,8 +137,8 @@ def world():
 def course_trainer(world, **config) -> DPOTrainer:
     """The course's trainer on copies of the world's models: reference log-probs from the reference model."""
     config = {"precision": "fp32", "max_length": TINY.n_positions, "batch_size": N_PAIRS, "progress": False, **config}
-    reference = DPOTrainer(copy.deepcopy(world["reference"]), world["tokenizer"], world["pairs"], DPOConfig(**config))
-    return DPOTrainer(copy.deepcopy(world["policy"]), world["tokenizer"], world["pairs"], DPOConfig(**config),
+    reference = DPOTrainer(copy.deepcopy(world["reference"]), DPOConfig(**config), world["pairs"], tokenizer=world["tokenizer"])
+    return DPOTrainer(copy.deepcopy(world["policy"]), DPOConfig(**config), world["pairs"], tokenizer=world["tokenizer"],
                       reference_logps=reference.reference_logps)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from course_lib.evaluation import (
+from course_lib.reward.benchmark import (
     REWARD_BENCH_EXAMPLE_COUNTS,
     REWARD_BENCH_SECTIONS,
     evaluate_reward_fn,

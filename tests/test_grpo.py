@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.losses import grpo_loss
+from course_lib.engine.losses import grpo_loss
 from course_lib.policy import train_tokenizer, world_texts
 from course_lib.policy.grpo import GRPOConfig, GRPOTrainer
 from course_lib.policy.logprobs import response_token_mask, token_logprobs
@@ -23,9 +23,9 @@ from course_lib.policy.rewards import (
     best_of_n_curve,
     best_of_n_kl,
     best_of_n_weights,
-    reward_model_reward,
     verifiable_reward,
 )
+from course_lib.reward.model import reward_model_reward
 from course_lib.world import gold_rewards, sample_prompts
 
 from policy_helpers import TINY, crash_during_fit, sft_policy_for_tests
@@ -71,40 +71,44 @@ def test_grpo_config_names_bad_settings(field, value, match):
 
 def test_grpo_trainer_names_bad_inputs(tokenizer, sft_policy, prompts):
     with pytest.raises(ValueError, match="reward_fn"):
-        GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, "gold", config())
+        GRPOTrainer(copy.deepcopy(sft_policy), config(), prompts, tokenizer=tokenizer, reward_fn="gold")
     with pytest.raises(ValueError, match="prompt 1"):
-        GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, ["a question", ""], short_answers, config())
-    broken = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, lambda p, r: np.zeros(3), config())
+        GRPOTrainer(copy.deepcopy(sft_policy), config(), ["a question", ""], tokenizer=tokenizer, reward_fn=short_answers)
+    broken = GRPOTrainer(copy.deepcopy(sft_policy), config(), prompts, tokenizer=tokenizer, reward_fn=lambda p, r: np.zeros(3))
     with pytest.raises(ValueError, match="16 finite rewards"):
         broken.make_batch(torch.arange(4))
 
 
 # ---------------------------------------------------------------- one batch
 def test_a_batch_holds_groups_with_group_normalised_advantages(tokenizer, sft_policy, prompts):
-    trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, gold_rewards, config(),
+    trainer = GRPOTrainer(copy.deepcopy(sft_policy), config(), prompts, tokenizer=tokenizer, reward_fn=gold_rewards,
                           monitors={"gold_again": gold_rewards})
-    batch = trainer.make_batch(torch.arange(4))
-    group_prompts, completions, rewards = trainer.last_completions
-    assert group_prompts == [p for p in prompts["prompt"][:4] for _ in range(4)]
-    advantages = batch.extra["advantages"].view(4, 4)
-    grouped = torch.tensor(rewards, dtype=torch.float32).view(4, 4)
+    rollout = trainer.rollout(torch.arange(4))
+    assert rollout.prompts == [p for p in prompts["prompt"][:4] for _ in range(4)]
+    advantages = rollout.advantages.view(4, 4)
+    grouped = torch.tensor(rollout.rewards, dtype=torch.float32).view(4, 4)
     for a, r in zip(advantages, grouped):
         if r.std() > 0:
             torch.testing.assert_close(a, (r - r.mean()) / (r.std() + 1e-4))
         else:
             assert torch.all(a == 0)
     # the mask's response tokens are exactly the sampled tokens
-    assert batch.extra["mask"].sum(1).tolist() == completions.lengths
+    assert rollout.mask.sum(1).tolist() == rollout.completions.lengths
     # before any update the policy is its reference: the logged KL is ~0 (sampler vs forward rounding)
-    assert abs(trainer._pending["kl"]) < 1e-3
-    assert trainer._pending["gold_again"] == pytest.approx(float(np.mean(rewards)))
+    summary = rollout.summary(4)
+    assert abs(summary["kl"]) < 1e-3
+    assert summary["gold_again"] == pytest.approx(float(np.mean(rollout.rewards)))
+    # the batch is the rollout's tensors, one row per answer
+    batch = trainer.make_batch(torch.arange(4))
+    assert batch.indices.tolist() == [row for row in range(4) for _ in range(4)]
+    torch.testing.assert_close(batch.extra["advantages"], rollout.advantages)
 
 
 def test_the_trainer_loss_is_trls_on_the_same_batch(tokenizer, sft_policy, prompts):
     """A sampled batch's loss equals TRL's GRPOTrainer._compute_loss on the same log-probs and advantages."""
     for loss_type, beta in [("grpo", 0.0), ("dr_grpo", 0.04), ("dapo", 0.04)]:
         settings = config(loss_type=loss_type, beta=beta, num_iterations=2)
-        trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, gold_rewards, settings)
+        trainer = GRPOTrainer(copy.deepcopy(sft_policy), settings, prompts, tokenizer=tokenizer, reward_fn=gold_rewards)
         batch = trainer.make_batch(torch.arange(4))
         # perturb the policy so the ratio is not 1 and the KL not 0
         with torch.no_grad():
@@ -123,7 +127,7 @@ def test_the_trainer_loss_is_trls_on_the_same_batch(tokenizer, sft_policy, promp
 
 
 def test_response_token_mask_matches_token_logprobs(tokenizer, sft_policy, prompts):
-    trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, gold_rewards, config())
+    trainer = GRPOTrainer(copy.deepcopy(sft_policy), config(), prompts, tokenizer=tokenizer, reward_fn=gold_rewards)
     batch = trainer.make_batch(torch.arange(2))
     logps = token_logprobs(sft_policy, batch.sequences)
     mask = response_token_mask(batch.sequences)
@@ -134,7 +138,7 @@ def test_response_token_mask_matches_token_logprobs(tokenizer, sft_policy, promp
 # ---------------------------------------------------------------- training
 def test_grpo_learns_a_simple_reward_and_logs_every_step(tokenizer, sft_policy, prompts):
     reference = copy.deepcopy(sft_policy)
-    trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, short_answers, config(epochs=3),
+    trainer = GRPOTrainer(copy.deepcopy(sft_policy), config(epochs=3), prompts, tokenizer=tokenizer, reward_fn=short_answers,
                           reference=reference, monitors={"gold": gold_rewards})
     trainer.fit()
     assert all(p.requires_grad for p in reference.parameters()), "the caller's reference is left as it was"
@@ -155,8 +159,8 @@ def test_grpo_learns_a_simple_reward_and_logs_every_step(tokenizer, sft_policy, 
 
 
 def test_several_updates_per_batch_clip_the_ratio(tokenizer, sft_policy, prompts):
-    trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, short_answers,
-                          config(num_iterations=4, lr=2e-2, epsilon_low=0.05, epsilon_high=0.05))
+    trainer = GRPOTrainer(copy.deepcopy(sft_policy),
+                          config(num_iterations=4, lr=2e-2, epsilon_low=0.05, epsilon_high=0.05), prompts, tokenizer=tokenizer, reward_fn=short_answers)
     trainer.fit()
     assert trainer.global_step == 4 * 12, "num_iterations optimizer steps per sampled batch"
     assert max(e["clipped"] for e in trainer.step_log) > 0
@@ -165,12 +169,12 @@ def test_several_updates_per_batch_clip_the_ratio(tokenizer, sft_policy, prompts
 
 def test_grpo_resume_is_bit_identical(tokenizer, sft_policy, prompts, tmp_path):
     settings = config(epochs=2, checkpoint_dir=tmp_path, checkpoint_every=5)
-    reference = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, short_answers,
-                            replace(settings, checkpoint_dir=None))
+    reference = GRPOTrainer(copy.deepcopy(sft_policy),
+                            replace(settings, checkpoint_dir=None), prompts, tokenizer=tokenizer, reward_fn=short_answers)
     reference.fit()
-    crashing = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, short_answers, settings)
+    crashing = GRPOTrainer(copy.deepcopy(sft_policy), settings, prompts, tokenizer=tokenizer, reward_fn=short_answers)
     crash_during_fit(crashing, 7)
-    resumed = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts, short_answers, settings)
+    resumed = GRPOTrainer(copy.deepcopy(sft_policy), settings, prompts, tokenizer=tokenizer, reward_fn=short_answers)
     resumed.fit(resume=True)
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -194,7 +198,7 @@ def test_reward_model_reward_averages_the_models():
         def __init__(self, value):
             self.value = value
 
-    import course_lib.policy.rewards as rewards
+    import course_lib.reward.model as rewards
 
     original = rewards.score
     rewards.score = lambda model, prompts, responses, batch_size: np.full(len(prompts), model.value)
@@ -225,7 +229,7 @@ def test_best_of_n_curve_is_the_mean_over_every_subset():
 def test_difference_estimate_is_welchs():
     from scipy import stats
 
-    from course_lib.uncertainty import difference_estimate
+    from course_lib.engine.uncertainty import difference_estimate
 
     rng = np.random.default_rng(1)
     a, b = rng.normal(1.0, 1.0, 30), rng.normal(0.0, 2.0, 50)
@@ -243,7 +247,7 @@ def test_the_gpu_profile_code_paths_run_on_cpu(tokenizer, sft_policy, prompts):
     the compiled fixed-shape sampler, DAPO's loss and clip-higher, several updates per batch."""
     settings = config(precision="bf16", compile=True, compile_sampler="force", loss_type="dapo", epsilon_high=0.28,
                       num_iterations=2, beta=0.04, sampling_batch_size=16)
-    trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts[:8], short_answers, settings)
+    trainer = GRPOTrainer(copy.deepcopy(sft_policy), settings, prompts[:8], tokenizer=tokenizer, reward_fn=short_answers)
     trainer.fit()
     assert trainer.global_step == 2 * 2
     assert all(np.isfinite(e["loss"]) and np.isfinite(e["kl"]) for e in trainer.step_log)
@@ -254,7 +258,7 @@ def test_without_kl_logging_the_reference_is_not_run(tokenizer, sft_policy, prom
         def forward(self, *args, **kwargs):
             raise AssertionError("the reference ran")
 
-    trainer = GRPOTrainer(copy.deepcopy(sft_policy), tokenizer, prompts[:8], short_answers, config(log_kl=False),
+    trainer = GRPOTrainer(copy.deepcopy(sft_policy), config(log_kl=False), prompts[:8], tokenizer=tokenizer, reward_fn=short_answers,
                           reference=Exploding())
     trainer.fit()
     assert all(math.isnan(e["kl"]) for e in trainer.step_log)

@@ -1,6 +1,6 @@
 """Chapter 08's GRPO family against TRL's ``GRPOTrainer`` (trl 1.16), as pure functions of tensors.
 
-1. :func:`course_lib.losses.grpo_loss` equals the loss TRL's own ``GRPOTrainer._compute_loss``
+1. :func:`course_lib.engine.losses.grpo_loss` equals the loss TRL's own ``GRPOTrainer._compute_loss``
    returns on the same per-token log-probs (``tests/trl_reference.py``), and so do the
    gradients with respect to the log-probs: for ``loss_type`` grpo, bnpo, dr_grpo and dapo,
    with and without the k3 KL term (``beta=0.04``), on-policy (one update: TRL is given no
@@ -10,12 +10,12 @@
    completion (TRL's ``clamp(min=1)``). Inputs are float64; the tolerance is 1e-6. Measured:
    the losses and gradients are bit-identical in all 16 cases (max difference 0.0); the
    off-policy batches clip 23-39% of tokens (TRL's metric).
-2. :func:`course_lib.losses.group_advantages` equals TRL's advantages, computed by TRL's own
+2. :func:`course_lib.engine.losses.group_advantages` equals TRL's advantages, computed by TRL's own
    source lines (``trl_group_advantages``), for ``scale_rewards`` group / batch / none,
    including a group whose rewards are all equal and groups of one. Both use the unbiased
    std with ``eps`` added outside the square root. float32: max difference 2.4e-7; float64:
    3.1e-8, because TRL's ``nanstd`` computes Bessel's factor in float32 (see the test).
-3. :func:`course_lib.losses.k3_kl` is non-negative, zero on equal log-probs, and unbiased for
+3. :func:`course_lib.engine.losses.k3_kl` is non-negative, zero on equal log-probs, and unbiased for
    the KL of two categorical distributions (Monte Carlo).
 4. Bad inputs raise ``ValueError`` naming the problem.
 """
@@ -27,7 +27,7 @@ import math
 import pytest
 import torch
 
-from course_lib.losses import group_advantages, grpo_loss, k3_kl
+from course_lib.engine.losses import group_advantages, grpo_loss, k3_kl
 from trl_reference import trl_group_advantages, trl_grpo_loss
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from course_lib.losses import bradley_terry_loss
-from course_lib.mixtures import (
+from course_lib.engine.losses import bradley_terry_loss
+from course_lib.reward.mixtures import (
     MixtureConfig,
     MixtureOfHeads,
     fit_mixture,

@@ -18,7 +18,7 @@ import numpy as np
 import papermill
 import pytest
 
-from course_lib.results import results_from_outputs
+from course_lib.tooling.results import results_from_outputs
 from course_lib.tooling.cli import main as course_main
 from course_lib.tooling.execute import run_course
 from course_lib.tooling.notebook_io import chapter_notebooks, parameters_cell_index, write_notebook
@@ -199,7 +199,7 @@ def test_course_run_writes_report_with_results_and_figures(tmp_path, kernel_name
         params,
         nbformat.v4.new_code_cell(
             "import matplotlib.pyplot as plt\n"
-            "from course_lib.results import record_figure, record_result\n"
+            "from course_lib.tooling.results import record_figure, record_result\n"
             "record_result('seed_times_two', seed * 2, 'twice the seed, |s|')\n"
             "fig, ax = plt.subplots()\nax.plot([0, 1], [seed, 1])\nrecord_figure('line', fig, 'a line')"
         ),
@@ -249,7 +249,7 @@ def test_course_run_stops_a_hung_cell_and_goes_on(tmp_path, kernel_name, capsys)
         return tmp_path / "src" / name
 
     hung = tiny_notebook("96_hung.ipynb", "print('before the hang')", "import time\ntime.sleep(60)", "print('never')")
-    fine = tiny_notebook("97_fine.ipynb", "from course_lib.results import record_result\nrecord_result('answer', 42)")
+    fine = tiny_notebook("97_fine.ipynb", "from course_lib.tooling.results import record_result\nrecord_result('answer', 42)")
     started = time.monotonic()
     slow, ok = run_course([hung, fine], tmp_path / "out", "smoke", {}, kernel_name=kernel_name, cell_timeout=2)
     assert time.monotonic() - started < 45, "the hung cell was not stopped at the limit"

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from course_lib import reproduction
-from course_lib.reproduction import (METHODS, SWEEP_METHODS, ReproductionConfig, check_methods, check_noises,
+from course_lib.studies import reproduction
+from course_lib.studies.reproduction import (METHODS, SWEEP_METHODS, ReproductionConfig, check_methods, check_noises,
                                      decode_outcomes, encode_outcomes, profile_config, summarize)
-from course_lib.tooling import sweep
+from course_lib.studies import sweep
 from course_lib.tooling.cli import main as course_main
 
 ROWS = [
@@ -62,7 +62,8 @@ def test_sweep_resumes_and_refuses_to_mix_settings(tmp_path, tiny_backbone, monk
     real_run_cell = reproduction.run_cell
 
     def counting_run_cell(*args, **kwargs):
-        calls.append(args[:3])
+        method, noise, seed = args[:3]
+        calls.append((method, noise.name, seed))
         return real_run_cell(*args, **kwargs)
 
     monkeypatch.setattr(sweep, "run_cell", counting_run_cell)
@@ -98,10 +99,10 @@ def test_sweep_command_rejects_unknown_methods(tmp_path, capsys):
 
 
 def test_every_method_trains_and_cross_fitting_scores_every_pair(tiny_backbone):
-    from course_lib.collaborative import CollaborativeHistory
-    from course_lib.reproduction import cross_fitted_margins, noisy_pairs, train_method
-    from course_lib.reward_model import RewardModel, RewardModelConfig
-    from course_lib.training import TrainingHistory
+    from course_lib.engine.collaborative import CollaborativeHistory
+    from course_lib.studies.reproduction import cross_fitted_margins, noisy_pairs, train_method
+    from course_lib.reward.model import RewardModel, RewardModelConfig
+    from course_lib.reward.training import TrainingHistory
 
     config = ReproductionConfig(n_pairs=24, n_bench=4, epochs=2, batch_size=8, head_hidden_size=8)
     base = RewardModel(RewardModelConfig(backbone=tiny_backbone, mode="frozen"))
@@ -121,7 +122,7 @@ def test_every_method_trains_and_cross_fitting_scores_every_pair(tiny_backbone):
 
 
 def test_bench_outcomes_score_the_averaged_rewards_per_pair(tiny_backbone):
-    from course_lib.reward_model import RewardModel, RewardModelConfig, frozen_model_with_new_head
+    from course_lib.reward.model import RewardModel, RewardModelConfig, frozen_model_with_new_head
     from course_lib.world import mini_reward_bench
 
     bench = mini_reward_bench(n_per_category=3, seed=0)
@@ -158,8 +159,8 @@ def test_paired_report_marks_only_differences_whose_interval_excludes_zero():
 
 
 def test_lora_sweep_gives_each_model_its_own_encoder_and_runs_a_frozen_twin(tmp_path, tiny_backbone):
-    from course_lib.reproduction import new_model
-    from course_lib.reward_model import RewardModel, RewardModelConfig
+    from course_lib.studies.reproduction import new_model
+    from course_lib.reward.model import RewardModel, RewardModelConfig
 
     base = RewardModel(RewardModelConfig(backbone=tiny_backbone, mode="frozen"))
     config = profile_config("lora_cpu", lora_layers=(1,))

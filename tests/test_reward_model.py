@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from course_lib.reward_model import (
+from course_lib.reward.model import (
     RewardModel,
     RewardModelConfig,
     encode_pairs,
@@ -132,7 +132,7 @@ def test_chunked_encoding_gives_the_same_features(tiny_backbone):
 
 
 def test_new_head_shares_encoder_and_feature_cache(tiny_backbone):
-    from course_lib.reward_model import frozen_model_with_new_head
+    from course_lib.reward.model import frozen_model_with_new_head
 
     base = RewardModel(RewardModelConfig(backbone=tiny_backbone, mode="frozen"))
     base.embed(PROMPTS, RESPONSES, progress=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.losses import bradley_terry_loss, conservative_bradley_terry_loss, unbiased_bradley_terry_loss
+from course_lib.engine.losses import bradley_terry_loss, conservative_bradley_terry_loss, unbiased_bradley_terry_loss
 from trl_reference import trl_dpo_loss
 
 

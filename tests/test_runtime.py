@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.reward_model import RewardModel, RewardModelConfig
-from course_lib.runtime import LocalRandomState, atomic_torch_save, autocast, check_precision, resolve_device
-from course_lib.training import BradleyTerryTrainer, TrainingConfig
+from course_lib.reward.model import RewardModel, RewardModelConfig
+from course_lib.engine.runtime import LocalRandomState, atomic_torch_save, autocast, check_precision, resolve_device
+from course_lib.reward.training import BradleyTerryTrainer, TrainingConfig
 
 PAIRS = [{"prompt": f"Question {i}?", "chosen": f"A helpful answer, number {i}.", "rejected": f"Go away {i}."} for i in range(24)]
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -19,7 +19,7 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 
 def trainer(backbone, data=PAIRS, mode="frozen", **settings):
     model = RewardModel(RewardModelConfig(backbone=backbone, mode=mode, head_hidden_size=8, head_dropout=0.1))
-    return BradleyTerryTrainer(model, data, TrainingConfig(**{"epochs": 2, "batch_size": 8, "progress": False, **settings}))
+    return BradleyTerryTrainer(model, TrainingConfig(**{"epochs": 2, "batch_size": 8, "progress": False, **settings}), data)
 
 
 def test_devices_are_parsed_once_with_clear_errors():

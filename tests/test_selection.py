@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_lib.selection import (
+from course_lib.engine.selection import (
     curriculum_sort,
     forget_rate_schedule,
     disagreement_select,

@@ -8,9 +8,9 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer, BertForSequenceClassification
 
-from course_lib.losses import bradley_terry_loss
-from course_lib.reward_model import RewardHead, RewardModel, RewardModelConfig
-from course_lib.training import BradleyTerryTrainer, TrainingConfig, head_gradient_norms
+from course_lib.engine.losses import bradley_terry_loss
+from course_lib.reward.model import RewardHead, RewardModel, RewardModelConfig
+from course_lib.reward.training import BradleyTerryTrainer, TrainingConfig, head_gradient_norms
 
 
 def toy_pairs(n: int = 48) -> list[dict]:
@@ -31,7 +31,7 @@ def toy_pairs(n: int = 48) -> list[dict]:
 def make_trainer(backbone, data=None, model_kwargs=None, **config_kwargs):
     model = RewardModel(RewardModelConfig(backbone=backbone, **(model_kwargs or {})))
     config = TrainingConfig(**{"epochs": 2, "batch_size": 8, "progress": False, **config_kwargs})
-    return BradleyTerryTrainer(model, toy_pairs() if data is None else data, config)
+    return BradleyTerryTrainer(model, config, toy_pairs() if data is None else data)
 
 
 def test_bt_loss_equals_trl_reward_trainer_compute_loss(tiny_backbone, tmp_path):
@@ -89,7 +89,7 @@ def test_bt_loss_equals_trl_reward_trainer_compute_loss(tiny_backbone, tmp_path)
 def test_training_reduces_the_loss_on_a_learnable_set():
     model = RewardModel(RewardModelConfig())  # the pretrained MiniLM, frozen
     data = Dataset.from_list(toy_pairs(64))
-    trainer = BradleyTerryTrainer(model, data, TrainingConfig(epochs=6, batch_size=16, lr=1e-2, progress=False), data)
+    trainer = BradleyTerryTrainer(model, TrainingConfig(epochs=6, batch_size=16, lr=1e-2, progress=False), data, eval_dataset=data)
     history = trainer.fit()
     assert len(history.step_loss) == 6 * 4 and len(history.eval_metrics) == 6
     assert np.mean(history.step_loss[-4:]) < 0.5 * np.mean(history.step_loss[:4])
@@ -259,8 +259,8 @@ def test_keep_best_restores_the_epoch_with_the_best_eval_accuracy(tiny_backbone)
     data = toy_pairs()
     swapped = [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in data]
     # the eval set's labels are the training labels flipped: training makes eval accuracy worse each epoch
-    trainer = BradleyTerryTrainer(RewardModel(RewardModelConfig(backbone=tiny_backbone)), data,
-                                  TrainingConfig(epochs=4, batch_size=8, lr=5e-2, progress=False, keep_best=True),
+    trainer = BradleyTerryTrainer(RewardModel(RewardModelConfig(backbone=tiny_backbone)),
+                                  TrainingConfig(epochs=4, batch_size=8, lr=5e-2, progress=False, keep_best=True), data,
                                   eval_dataset=swapped)
     history = trainer.fit()
     accuracies = [m["accuracy"] for m in history.eval_metrics]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from course_lib.uncertainty import accuracy_estimate, mean_estimate, paired_bootstrap
+from course_lib.engine.uncertainty import accuracy_estimate, mean_estimate, paired_bootstrap
 
 
 def test_accuracy_estimate_is_the_binomial_standard_error():

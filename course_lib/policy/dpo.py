@@ -1,15 +1,15 @@
 """DPO and its noise-robust variants as a learner of the course's training loop.
 
 :class:`DPOTrainer` trains a policy on ``(prompt, chosen, rejected)`` pairs with a loss
-of :func:`course_lib.losses.dpo_loss` (DPO, cDPO, rDPO, IPO) plus RPO's NLL term. The
+of :func:`course_lib.engine.losses.dpo_loss` (DPO, cDPO, rDPO, IPO) plus RPO's NLL term. The
 reference :math:`\\pi_{ref}` is the policy as it is when the trainer is built (the SFT
 model): its log-probs of every training response are computed once, up front, so no
 second model runs during training. Chosen and rejected sequences go through the model
 in one forward pass.
 
-Because it is a :class:`~course_lib.loop.Learner` with ``config``, ``epoch_order`` and
-``pair_margins`` like the reward-model trainer, two DPO trainers plug into
-:func:`course_lib.collaborative.train_two_models` unchanged: **CRM-DPO** (each policy
+Because it is a :class:`~course_lib.engine.learner.Learner` like the reward-model trainer
+(``pair_margins`` are its implied-reward margins), two DPO trainers plug into
+:func:`course_lib.engine.collaborative.train_two_models` unchanged: **CRM-DPO** (each policy
 is updated on the pairs its peer finds easiest, i.e. with the smallest DPO loss),
 Self-Review-DPO and the curriculum are the reward-model chapters' plans.
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..losses import DPO_LOSS_TYPES, dpo_implied_rewards, dpo_loss, rpo_nll_loss
-from ..loop import StepOutput
-from ..runtime import all_reduce_sum, fingerprint, single_threaded
+from ..engine.losses import DPO_LOSS_TYPES, dpo_implied_rewards, dpo_loss, rpo_nll_loss
+from ..engine.learner import StepOutput
+from ..engine.runtime import fingerprint
 from .logprobs import score_sequences, sequence_logprobs
 from .sequences import Sequences
 from .sft import PolicyLearner, PolicyTrainingConfig, RowBatch
@@ -58,11 +58,11 @@ class DPOConfig(PolicyTrainingConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.loss_type not in DPO_LOSS_TYPES:
-            raise ValueError(f"DPOConfig: loss_type must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
+            self.fail(f"loss_type must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
         if self.beta <= 0:
-            raise ValueError(f"DPOConfig: beta must be > 0, got {self.beta}")
+            self.fail(f"beta must be > 0, got {self.beta}")
         if not 0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"DPOConfig: label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+            self.fail(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
 class DPOTrainer(PolicyLearner):
@@ -70,9 +70,10 @@ class DPOTrainer(PolicyLearner):
 
     ``reference_logps``: ``(n_pairs, 2)`` log-probs of chosen and rejected under the
     reference; by default computed here from ``policy`` before any update. Per step,
-    ``log_ratios`` records the batch's mean ``log pi/pi_ref`` of chosen and rejected
-    responses (the likelihood-displacement plot); the loop's history records every
-    pair's loss and implied-reward margin.
+    ``forward`` logs the batch's mean ``log pi/pi_ref`` of chosen and rejected responses
+    (``log_ratio_chosen``, ``log_ratio_rejected`` in ``history.step_logs``; as
+    ``(step, chosen, rejected)`` tuples in :attr:`log_ratios`: the likelihood-displacement
+    plot); the loop's history records every pair's loss and implied-reward margin.
 
     Defined in Chapter 07.
     """
@@ -90,20 +91,17 @@ class DPOTrainer(PolicyLearner):
         super().__init__(policy, config, n_pairs, lengths)
         if reference_logps is None:
             reference_logps = score_sequences(self.model, self.data, batch_size=config.eval_batch_size,
-                                              device=self.device, precision=config.precision,
-                                              progress=config.progress).view(2, n_pairs).T
+                                              precision=config.precision, progress=config.progress).view(2, n_pairs).T
         self.reference_logps = torch.as_tensor(reference_logps, dtype=torch.float32)
         if self.reference_logps.shape != (n_pairs, 2):
             raise ValueError(f"DPOTrainer: reference_logps must have shape ({n_pairs}, 2), got "
                              f"{tuple(self.reference_logps.shape)}")
         response_tokens = torch.tensor([len(ids) - start for ids, start in zip(self.data.ids, self.data.starts)])
         self.response_tokens = response_tokens.view(2, n_pairs).T.float()
-        self.log_ratios: list[tuple[int, float, float]] = []
-        self._last_ratios: torch.Tensor | None = None  # sums of the batch's log-ratios (chosen, rejected) and its size
 
     def make_batch(self, indices) -> RowBatch:
         rows = torch.as_tensor(indices)
-        sequences = self.data.batch(torch.cat([rows, rows + self.n_pairs])).to(self.device)
+        sequences = self.data.batch(torch.cat([rows, rows + self.n_rows])).to(self.device)
         extra = {"reference": self.reference_logps[rows].to(self.device), "tokens": self.response_tokens[rows].to(self.device)}
         return RowBatch(rows, sequences, extra)
 
@@ -118,31 +116,17 @@ class DPOTrainer(PolicyLearner):
         if config.rpo_alpha:
             losses = losses + config.rpo_alpha * rpo_nll_loss(chosen, tokens[:, 0], "none")
         implied = dpo_implied_rewards(torch.stack([chosen, rejected], 1).detach(), reference, config.beta)
-        self._last_ratios = torch.cat([(implied / config.beta).sum(0), implied.new_tensor([len(implied)])])
-        return StepOutput(losses, None, {"margin": implied[:, 0] - implied[:, 1]}, BATCH_FLOORS.get(config.loss_type))
+        ratios = {"log_ratio_chosen": implied[:, 0] / config.beta, "log_ratio_rejected": implied[:, 1] / config.beta}
+        return StepOutput(losses, None, {"margin": implied[:, 0] - implied[:, 1]}, BATCH_FLOORS.get(config.loss_type),
+                          logs=ratios)
 
-    def train_step(self, batch, pair_weights=None, total_weight=None):
-        loss = super().train_step(batch, pair_weights, total_weight)
-        chosen, rejected, n = all_reduce_sum(self._last_ratios).tolist()  # the global batch's means, every process
-        self.log_ratios.append((self.global_step, chosen / n, rejected / n))
-        return loss
-
-    @torch.no_grad()
-    def pair_margins(self, batch: RowBatch) -> torch.Tensor:
-        """Implied-reward margins ``r_hat(chosen) - r_hat(rejected)`` of a batch, without gradient (eval mode)."""
-        with single_threaded(self.single_threaded), self.autocast():
-            self.model.eval()
-            return self.forward(batch, self.model).stats["margin"]
+    @property
+    def log_ratios(self) -> list[tuple[int, float, float]]:
+        """``(step, mean log pi/pi_ref of chosen, of rejected)`` of every training step's global batch."""
+        return [(log["step"], log["log_ratio_chosen"], log["log_ratio_rejected"]) for log in self.history.step_logs]
 
     def data_fingerprint(self) -> str:
         return fingerprint(self.data.fingerprint(), self.reference_logps)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "log_ratios": list(self.log_ratios)}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.log_ratios = list(state["log_ratios"])
 
     def fit(self, resume: bool = False):
         """Train for ``config.epochs`` epochs; returns the loop's history."""

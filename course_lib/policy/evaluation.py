@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..uncertainty import Estimate, mean_estimate, paired_bootstrap
+from ..engine.uncertainty import Estimate, mean_estimate, paired_bootstrap
 from ..world import gold_attributes, gold_rewards, parse_prompt
 from .logprobs import score_sequences
 from .sampling import generate
@@ -68,13 +68,14 @@ class PolicyEvaluation:
 
 
 def evaluate_policy(model, tokenizer, prompts, *, reference=None, max_new_tokens: int = 96, temperature: float = 1.0,
-                    greedy: bool = False, batch_size: int = 64, seed: int = 0, device="cpu", precision: str = "fp32",
+                    greedy: bool = False, batch_size: int = 64, seed: int = 0, precision: str = "fp32",
                     progress: bool = False) -> PolicyEvaluation:
     """Answer every prompt of ``prompts`` (a Dataset or dict with ``prompt`` and ``category``) once and judge it.
 
     ``reference``: a policy whose log-probs of the same answers give the KL estimate;
     it needs plain sampling (``temperature=1``, not greedy), else the answers do not
-    come from ``pi`` and the mean log-ratio is not ``KL(pi || pi_ref)``.
+    come from ``pi`` and the mean log-ratio is not ``KL(pi || pi_ref)``. Each model runs
+    where it is.
 
     Defined in Chapter 07.
     """
@@ -82,7 +83,7 @@ def evaluate_policy(model, tokenizer, prompts, *, reference=None, max_new_tokens
         raise ValueError("evaluate_policy: the KL to the reference needs plain sampling (temperature=1, greedy=False)")
     texts, categories = list(prompts["prompt"]), list(prompts["category"])
     completions = generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, temperature=temperature,
-                           greedy=greedy, batch_size=batch_size, seed=seed, device=device, precision=precision,
+                           greedy=greedy, batch_size=batch_size, seed=seed, precision=precision,
                            progress=progress)
     attributes = [gold_attributes(p, r) for p, r in zip(texts, completions.texts)]
     frame = pd.DataFrame({
@@ -99,8 +100,7 @@ def evaluate_policy(model, tokenizer, prompts, *, reference=None, max_new_tokens
         policy_logps = np.array([sum(lp) for lp in completions.logprobs])
         sequences = Sequences([tokenizer.prompt_ids(p) for p in texts], completions.token_ids, tokenizer.pad_id,
                               max_length=reference.config.n_positions, name="evaluated answers")
-        reference_logps = score_sequences(reference, sequences, batch_size=batch_size, device=device,
-                                          precision=precision).numpy()
+        reference_logps = score_sequences(reference, sequences, batch_size=batch_size, precision=precision).numpy()
         frame["log_ratio"] = policy_logps - reference_logps
     return PolicyEvaluation(frame)
 

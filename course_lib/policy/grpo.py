@@ -4,16 +4,17 @@ Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath) is policy gr
 with the simplest possible baseline. For each prompt the policy writes ``group_size``
 answers; a reward function scores them; each answer's **advantage** is its reward
 minus the mean of its group (divided by the group's std for GRPO, not for Dr. GRPO:
-:func:`course_lib.losses.group_advantages`). The loss raises the log-probability of
+:func:`course_lib.engine.losses.group_advantages`). The loss raises the log-probability of
 every token of an answer in proportion to its advantage, with PPO's clipped
 importance ratio when a batch is used for several updates, and optionally a k3 penalty
-on the KL to the frozen reference (:func:`course_lib.losses.grpo_loss`).
+on the KL to the frozen reference (:func:`course_lib.engine.losses.grpo_loss`).
 
 :class:`GRPOTrainer` is a learner of the course's one training loop
-(:mod:`course_lib.loop`): the dataset rows are *prompts*, and ``make_batch`` is where
-the work of online RL happens: sample the group (:func:`~course_lib.policy.sampling.generate`,
-seeded by the step so a resumed run samples the same answers), score it, compute the
-advantages and the reference's log-probs. ``forward`` is the loss. Every step's
+(:mod:`course_lib.engine.loop`): the dataset rows are *prompts*, and each step's batch is
+a :class:`Rollout`, the work of online RL made explicit: sample the group
+(:func:`~course_lib.policy.sampling.generate`, seeded by the step so a resumed run
+samples the same answers), score it, compute the advantages and the reference's
+log-probs. ``forward`` is the loss (and logs the clipped share of tokens). Every step's
 statistics go to ``step_log``: mean reward, KL to the reference (the mean sampled
 log-ratio per answer, the estimate Chapter 07's evaluation uses), answer length,
 the share of groups whose rewards are all equal (they teach nothing), the clipped
@@ -34,13 +35,63 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..losses import ADVANTAGE_SCALES, GRPO_LOSS_TYPES, group_advantages, grpo_loss
-from ..loop import StepOutput
-from ..runtime import fingerprint, world
+from ..engine.losses import ADVANTAGE_SCALES, GRPO_LOSS_TYPES, group_advantages, grpo_loss
+from ..engine.learner import StepOutput
+from ..engine.runtime import fingerprint, world_size
 from .logprobs import response_token_mask, token_logprobs
-from .sampling import generate
-from .sequences import Sequences
+from .sampling import Completions, generate
+from .sequences import SequenceBatch, Sequences
 from .sft import PolicyLearner, PolicyTrainingConfig, RowBatch
+
+
+@dataclass
+class Rollout:
+    """One step of online experience, from prompts to what the loss needs.
+
+    ``step``: the sampling step; ``rows``: the prompts' dataset rows; ``prompts``: each
+    prompt repeated once per answer; ``completions``: the sampled answers (tokens and
+    the sampler's log-probs); ``rewards`` and ``monitors`` (name: values), one per answer;
+    ``advantages``: group-relative (:func:`course_lib.engine.losses.group_advantages`);
+    ``sequences`` and ``mask``: prompt + answer tokens and the answer positions;
+    ``reference_logps`` / ``old_logps``: per-token log-probs under the reference (for the
+    KL term and the logged KL) and under the sampling policy (for the clipped ratio of
+    later updates), or ``None``; ``kl``: the mean sampled log-ratio per answer;
+    ``seconds``: time spent sampling and scoring.
+
+    Defined in Chapter 08.
+    """
+
+    step: int
+    rows: list[int]
+    prompts: list[str]
+    completions: Completions
+    rewards: np.ndarray
+    monitors: dict[str, np.ndarray]
+    advantages: torch.Tensor
+    sequences: SequenceBatch
+    mask: torch.Tensor
+    reference_logps: torch.Tensor | None
+    old_logps: torch.Tensor | None
+    kl: float
+    seconds: dict[str, float]
+
+    def summary(self, group_size: int) -> dict:
+        """The step's line of ``GRPOTrainer.step_log`` (before the update's own entries)."""
+        grouped = torch.tensor(self.rewards, dtype=torch.float32).view(-1, group_size)
+        return {
+            "step": self.step, "reward": float(self.rewards.mean()), "reward_std": float(self.rewards.std()),
+            "kl": self.kl, "tokens": float(np.mean(self.completions.lengths)),
+            "finished": float(np.mean(self.completions.finished)),
+            "zero_std_groups": float((grouped.max(1).values == grouped.min(1).values).float().mean()),
+            **{name: float(values.mean()) for name, values in self.monitors.items()}, **self.seconds,
+        }
+
+
+@dataclass
+class RolloutBatch(RowBatch):
+    """A GRPO batch: the rows and tensors the loss reads, and the :class:`Rollout` they came from."""
+
+    rollout: Rollout | None = None
 
 
 @dataclass
@@ -128,7 +179,7 @@ class GRPOTrainer(PolicyLearner):
     def __init__(self, policy, tokenizer, prompts, reward_fn, config: GRPOConfig | None = None, reference=None,
                  monitors: dict | None = None):
         config = config or GRPOConfig()
-        if world()[1] > 1:
+        if world_size() > 1:
             raise ValueError("GRPOTrainer: runs in one process (use one GPU per run, or several runs)")
         if not callable(reward_fn):
             raise ValueError(f"GRPOTrainer: reward_fn must be callable(prompts, responses) -> rewards, got {reward_fn!r}")
@@ -150,14 +201,15 @@ class GRPOTrainer(PolicyLearner):
         """The sampler's seed at this step: fixed by ``(config.seed, step)``, so a resumed run samples the same."""
         return self.config.seed * 1_000_003 + self.global_step // self.config.num_iterations
 
-    def make_batch(self, indices) -> RowBatch:
-        """Sample ``group_size`` answers per prompt, score them, and compute advantages and reference log-probs."""
+    def rollout(self, indices) -> Rollout:
+        """The experience of one step: sample ``group_size`` answers per prompt, score them, and compute the
+        advantages and the reference's (and, for several updates, the sampling policy's) log-probs."""
         config, rows = self.config, [int(i) for i in indices]
         group_prompts = [self.prompts[i] for i in rows for _ in range(config.group_size)]
         started = time.perf_counter()
         completions = generate(self.model, self.tokenizer, group_prompts, max_new_tokens=config.max_completion_length,
                                temperature=config.temperature, top_p=config.top_p, batch_size=config.sampling_batch_size,
-                               seed=self.sample_seed(), device=self.device, precision=config.precision,
+                               seed=self.sample_seed(), precision=config.precision,
                                **({"compile": config.compile_sampler} if config.compile_sampler else {}))
         sampled = time.perf_counter()
         rewards = np.asarray(self.reward_fn(group_prompts, completions.texts), dtype=np.float64)
@@ -165,13 +217,9 @@ class GRPOTrainer(PolicyLearner):
             raise ValueError(f"GRPOTrainer: reward_fn must return {len(group_prompts)} finite rewards, got shape "
                              f"{rewards.shape}" + ("" if rewards.shape != (len(group_prompts),) else " with NaN/inf"))
         scored = time.perf_counter()
-        monitor_values = {name: np.asarray(fn(group_prompts, completions.texts), dtype=np.float64)
-                          for name, fn in self.monitors.items()}
-        monitored = {name: float(values.mean()) for name, values in monitor_values.items()}
-        self._pending_prompts = {"row": rows, "reward": rewards.reshape(-1, config.group_size).mean(1),
-                                 **{name: v.reshape(-1, config.group_size).mean(1) for name, v in monitor_values.items()}}
-        reward_tensor = torch.tensor(rewards, dtype=torch.float32)
-        advantages = group_advantages(reward_tensor, config.group_size, config.scale_rewards)
+        monitors = {name: np.asarray(fn(group_prompts, completions.texts), dtype=np.float64)
+                    for name, fn in self.monitors.items()}
+        advantages = group_advantages(torch.tensor(rewards, dtype=torch.float32), config.group_size, config.scale_rewards)
 
         sequences = Sequences([self.prompt_ids[i] for i in rows for _ in range(config.group_size)],
                               completions.token_ids, self.tokenizer.pad_id, config.max_length,
@@ -193,20 +241,18 @@ class GRPOTrainer(PolicyLearner):
                 columns = mask[i].nonzero().squeeze(-1)
                 sampler_logps[i, columns] = torch.tensor(values[: len(columns)], device=self.device)
             kl = float(((sampler_logps - reference_logps) * mask).sum(1).mean())
-        grouped = reward_tensor.view(-1, config.group_size)
-        self._pending = {
-            "step": self.global_step // config.num_iterations, "reward": float(rewards.mean()),
-            "reward_std": float(rewards.std()), "kl": kl,
-            "tokens": float(np.mean(completions.lengths)), "finished": float(np.mean(completions.finished)),
-            "zero_std_groups": float((grouped.max(1).values == grouped.min(1).values).float().mean()),
-            **monitored, "sample_s": sampled - started, "score_s": scored - sampled,
-            "update_s": 0.0, "clipped": 0.0,
-        }
-        extra = {"advantages": advantages.to(self.device), "reference": reference_logps, "mask": mask}
-        if old_logps is not None:
-            extra["old"] = old_logps
-        self.last_completions = (group_prompts, completions, rewards)
-        return RowBatch(torch.as_tensor(rows).repeat_interleave(config.group_size), sequences, extra)
+        return Rollout(self.global_step // config.num_iterations, rows, group_prompts, completions, rewards, monitors,
+                       advantages.to(self.device), sequences, mask, reference_logps, old_logps, kl,
+                       {"sample_s": sampled - started, "score_s": scored - sampled})
+
+    def make_batch(self, indices) -> RolloutBatch:
+        """The batch of one step: a :meth:`rollout` of these prompts (rows repeated once per answer)."""
+        rollout = self.rollout(indices)
+        extra = {"advantages": rollout.advantages, "reference": rollout.reference_logps, "mask": rollout.mask}
+        if rollout.old_logps is not None:
+            extra["old"] = rollout.old_logps
+        rows = torch.as_tensor(rollout.rows).repeat_interleave(self.config.group_size)
+        return RolloutBatch(rows, rollout.sequences, extra, rollout)
 
     def forward(self, batch: RowBatch, module) -> StepOutput:
         config, extra = self.config, batch.extra
@@ -215,33 +261,30 @@ class GRPOTrainer(PolicyLearner):
                            reference_logps=extra["reference"] if config.beta else None, beta=config.beta,
                            epsilon_low=config.epsilon_low, epsilon_high=config.epsilon_high, loss_type=config.loss_type,
                            max_completion_length=config.max_completion_length, reduction="none")
+        logs = {}
         if "old" in extra:
             ratio = torch.exp(logps.detach() - extra["old"])
             advantage = extra["advantages"][:, None]
             clipped = ((ratio < 1 - config.epsilon_low) & (advantage < 0)) | ((ratio > 1 + config.epsilon_high) & (advantage > 0))
-            self._clipped = float((clipped & extra["mask"]).sum() / extra["mask"].sum().clamp(min=1))
-        return StepOutput(shares)
+            logs["clipped"] = float((clipped & extra["mask"]).sum() / extra["mask"].sum().clamp(min=1))
+        return StepOutput(shares, logs=logs)
 
     def record(self, indices, losses, stats) -> None:
         """Rows are prompts, each with a group of answers: record each prompt's mean loss."""
         group = self.config.group_size
         super().record(indices[::group], losses.detach().view(-1, group).mean(1), stats)
 
-    def train_step(self, batch, pair_weights=None, total_weight=None):
-        """``num_iterations`` updates on one sampled batch; logs the step."""
-        started, loss = time.perf_counter(), None
-        self._clipped = 0.0
-        for _ in range(self.config.num_iterations):
-            loss = super().train_step(batch, pair_weights, total_weight)
-        entry = self._pending
-        entry.update(update_s=time.perf_counter() - started, clipped=self._clipped,
-                     loss=float(loss) if loss is not None else float("nan"))
+    def after_step(self, batch: RolloutBatch, loss, logs: dict[str, float], seconds: float) -> None:
+        """Log the step (``step_log``) and each of its prompts (``prompt_log``)."""
+        rollout, group = batch.rollout, self.config.group_size
+        entry = {**rollout.summary(group),
+                 "update_s": seconds, "clipped": logs.get("clipped", 0.0),
+                 "loss": float(loss) if loss is not None else float("nan")}
         self.step_log.append(entry)
-        pending = self._pending_prompts
-        for i, row in enumerate(pending["row"]):
+        means = {"reward": rollout.rewards, **rollout.monitors}
+        for i, row in enumerate(rollout.rows):
             self.prompt_log.append({"step": entry["step"], "epoch": self.epoch, "row": row,
-                                    **{name: float(values[i]) for name, values in pending.items() if name != "row"}})
-        return loss
+                                    **{name: float(values.reshape(-1, group).mean(1)[i]) for name, values in means.items()}})
 
     def data_fingerprint(self) -> str:
         return fingerprint("\x00".join(self.prompts), fingerprint(*self.reference.state_dict().values()))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..progress import tqdm
-from ..runtime import autocast
+from ..engine.progress import tqdm
+from ..engine.runtime import autocast, check_precision
 from .sequences import SequenceBatch, Sequences
 
 
@@ -60,13 +60,14 @@ def sequence_logprobs(module, batch: SequenceBatch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_sequences(model, sequences: Sequences, *, batch_size: int = 64, device="cpu", precision: str = "fp32",
+def score_sequences(model, sequences: Sequences, *, batch_size: int = 64, precision: str = "fp32",
                     progress: bool = False) -> torch.Tensor:
     """``log pi(y | x)`` of every sequence under ``model`` (eval mode, no gradient), in order, on the CPU.
 
     Batches are formed from sequences of similar length (less padding); the result is
     returned in the original order. Used for the frozen reference's log-probs (computed
-    once before DPO) and the KL to the reference.
+    once before DPO) and the KL to the reference. Runs where ``model`` is; ``precision``
+    as :func:`course_lib.engine.runtime.autocast`.
 
     Defined in Chapter 07.
     """
@@ -74,7 +75,8 @@ def score_sequences(model, sequences: Sequences, *, batch_size: int = 64, device
     model.eval()
     order = torch.argsort(sequences.lengths, descending=True)
     result = torch.empty(len(sequences), dtype=torch.float32)
-    device = torch.device(device)
+    device = next(model.parameters()).device
+    check_precision(precision, device)
     for rows in tqdm(order.split(batch_size), disable=not progress, desc="log-probs"):
         with autocast(device, precision):
             result[rows] = sequence_logprobs(model, sequences.batch(rows).to(device)).float().cpu()

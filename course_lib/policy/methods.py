@@ -32,13 +32,20 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..collaborative import CollaborativeConfig, CollaborativeHistory, train_two_models
+from ..engine.collaborative import CollaborativeHistory, train_two_models
+from ..engine.methods import ROBUST_METHODS, OneModel
 from .dpo import DPOConfig, DPOTrainer
 from .logprobs import score_sequences
 from .onpolicy import relabel_pairs
 from .sequences import Sequences
 
-DPO_METHODS = ("dpo", "cdpo", "rdpo", "self_review_dpo", "crm_dpo", "rm_relabel")
+# Chapter 07's names for the course's robust methods (:data:`course_lib.engine.methods.ROBUST_METHODS`);
+# rm_relabel is plain DPO on relabelled pairs.
+DPO_METHODS = {"dpo": "single", "cdpo": "conservative", "rdpo": "unbiased", "self_review_dpo": "self_review",
+               "crm_dpo": "crm", "rm_relabel": "single"}
+# A one-model method's loss as DPOConfig fields, for the flip rate eta it is told.
+DPO_LOSSES = {"standard": lambda eta: {}, "conservative": lambda eta: {"label_smoothing": eta},
+              "unbiased": lambda eta: {"loss_type": "robust", "label_smoothing": eta}}
 
 
 class ReferenceScores:
@@ -47,7 +54,7 @@ class ReferenceScores:
     def __init__(self, reference, tokenizer, pairs, config: DPOConfig):
         texts = sorted({(p, r) for p, c, rj in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"]) for r in (c, rj)})
         sequences = Sequences.from_texts(tokenizer, [p for p, _ in texts], [r for _, r in texts], config.max_length)
-        scores = score_sequences(reference, sequences, batch_size=config.eval_batch_size, device=config.device,
+        scores = score_sequences(reference, sequences, batch_size=config.eval_batch_size,
                                  precision=config.precision)
         self.table = dict(zip(texts, scores.tolist()))
 
@@ -88,24 +95,24 @@ def train_dpo_method(method: str, reference, tokenizer, pairs, config: DPOConfig
     Defined in Chapter 07.
     """
     if method not in DPO_METHODS:
-        raise ValueError(f"train_dpo_method: method must be one of {DPO_METHODS}, got {method!r}")
+        raise ValueError(f"train_dpo_method: method must be one of {tuple(DPO_METHODS)}, got {method!r}")
+    recipe = ROBUST_METHODS[DPO_METHODS[method]]
     if method == "rm_relabel":
         if scorer is None:
             raise ValueError("train_dpo_method: rm_relabel needs a scorer(prompts, responses) -> rewards")
         pairs = relabel_pairs(pairs, scorer)
-    loss = {"cdpo": dict(label_smoothing=eta), "rdpo": dict(loss_type="robust", label_smoothing=eta)}.get(method, {})
+    loss = DPO_LOSSES[recipe.loss](eta) if isinstance(recipe, OneModel) else {}
     config = replace(config, progress=progress, **loss)
     reference_logps = None if reference_scores is None else reference_scores.lookup(pairs)
 
     def trainer(seed: int) -> DPOTrainer:
         return DPOTrainer(copy.deepcopy(reference), tokenizer, pairs, replace(config, seed=seed), reference_logps)
 
-    if method not in ("self_review_dpo", "crm_dpo"):
+    if isinstance(recipe, OneModel):
         single = trainer(config.seed)
         single.fit()
         return MethodRun([single], pairs)
     first, second = trainer(config.seed), trainer(config.seed + 1)
-    rule = "peer_review" if method == "crm_dpo" else "self_review"
-    settings = CollaborativeConfig(rule, eta, ramp_epochs, curriculum=method == "crm_dpo", split_warmup=True)
-    selections = train_two_models(first, second, settings, progress=progress)
+    selections = train_two_models(first, second, recipe.plan_config(eta, ramp_epochs=ramp_epochs, split_warmup=True),
+                                  progress=progress)
     return MethodRun([first, second], pairs, selections)

@@ -15,15 +15,13 @@ Defined in Chapter 07.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from ..runtime import LocalRandomState, resolve_device
+from ..engine.files import atomic_directory
+from ..engine.runtime import LocalRandomState, resolve_device
 from .tokenizer import TOKENIZER_FILE, PolicyTokenizer
 
 
@@ -114,21 +112,9 @@ def save_policy(model: GPT2LMHeadModel, tokenizer: PolicyTokenizer, directory) -
     swap, and deleted once the new one is in place.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new."))
-    try:
+    with atomic_directory(directory) as staging:
         model.save_pretrained(staging)
         tokenizer.save(staging)
-        if directory.exists():
-            previous = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
-            os.replace(directory, previous / directory.name)
-            os.replace(staging, directory)
-            shutil.rmtree(previous)
-        else:
-            os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 

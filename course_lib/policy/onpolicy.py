@@ -21,7 +21,7 @@ from .sampling import generate
 
 
 def on_policy_pairs(policy, tokenizer, prompts, *, scorer=gold_rewards, max_new_tokens: int = 96, temperature: float = 1.0,
-                    batch_size: int = 64, seed: int = 0, device="cpu", precision: str = "fp32",
+                    batch_size: int = 64, seed: int = 0, precision: str = "fp32",
                     progress: bool = False) -> Dataset:
     """Two sampled answers per prompt, ordered by ``scorer(prompts, responses) -> rewards`` (default: gold).
 
@@ -35,7 +35,7 @@ def on_policy_pairs(policy, tokenizer, prompts, *, scorer=gold_rewards, max_new_
     """
     texts, categories = list(prompts["prompt"]), list(prompts["category"])
     answers = [generate(policy, tokenizer, texts, max_new_tokens=max_new_tokens, temperature=temperature,
-                        batch_size=batch_size, seed=seed * 2 + k, device=device, precision=precision,
+                        batch_size=batch_size, seed=seed * 2 + k, precision=precision,
                         progress=progress).texts for k in range(2)]
     scores = [np.asarray(scorer(texts, a), dtype=np.float64) for a in answers]
     gold = scores if scorer is gold_rewards else [gold_rewards(texts, a) for a in answers]

@@ -9,10 +9,12 @@ per answer), the interface :class:`~course_lib.policy.grpo.GRPOTrainer` and
   met (a numbered list, one sentence, a word limit...), a harmful request is refused
   and a harmless one is not, the answer covers its topic. It is part of the gold judge,
   not all of it (tone is left out), and the tiny policy can learn all of it.
-- :func:`reward_model_reward`: a trained reward model of Chapters 02-05 (or the mean
-  of several, e.g. CRM's two models) as a reward. It is a *proxy*: it agrees with gold
-  where its training pairs taught it to, and a policy optimised against it finds where
-  it does not (Gao et al. 2023, "Scaling Laws for Reward Model Overoptimization").
+- a trained reward model of Chapters 02-05 as a reward
+  (:func:`course_lib.reward.model.reward_model_reward`, or the mean of several, e.g.
+  CRM's two models). It is a *proxy*: it agrees with gold where its training pairs
+  taught it to, and a policy optimised against it finds where it does not (Gao et al.
+  2023, "Scaling Laws for Reward Model Overoptimization"). The policy wing sees it only
+  as a function of this interface.
 - Best-of-n: sample ``n`` answers, keep the one the reward prefers. No training, and a
   KL to the policy that is known in closed form (:func:`best_of_n_kl`), so it is the
   baseline every RL result is read against. :func:`best_of_n_curve` estimates the
@@ -28,7 +30,6 @@ import math
 
 import numpy as np
 
-from ..reward_model import score
 from ..world import gold_attributes
 
 VERIFIABLE_ATTRIBUTES = ("constraint", "safety", "helpfulness")
@@ -48,26 +49,6 @@ def verifiable_reward(prompts, responses) -> np.ndarray:
         raise ValueError(f"verifiable_reward: {len(prompts)} prompts but {len(responses)} responses")
     return np.array([sum(gold_attributes(p, r)[name] for name in VERIFIABLE_ATTRIBUTES)
                      for p, r in zip(prompts, responses)], dtype=np.float64)
-
-
-def reward_model_reward(models, batch_size: int = 64):
-    """A reward function from one reward model or several (their mean score).
-
-    The models are :class:`~course_lib.reward_model.RewardModel`; frozen ones keep the
-    features of every text they score, so scoring the same answers again (several
-    models, monitoring) encodes each text once.
-
-    Defined in Chapter 08.
-    """
-    models = list(models) if isinstance(models, (list, tuple)) else [models]
-    if not models:
-        raise ValueError("reward_model_reward: give at least one reward model")
-
-    def reward(prompts, responses) -> np.ndarray:
-        prompts, responses = list(prompts), list(responses)
-        return np.mean([score(model, prompts, responses, batch_size) for model in models], axis=0).astype(np.float64)
-
-    return reward
 
 
 def best_of_n_kl(n: int) -> float:

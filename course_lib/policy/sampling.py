@@ -76,8 +76,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
-from ..progress import tqdm
-from ..runtime import autocast, check_precision, resolve_device
+from ..engine.progress import tqdm
+from ..engine.runtime import autocast, check_precision
 from .tokenizer import PolicyTokenizer
 
 CACHES = ("dynamic", "static")
@@ -354,7 +354,7 @@ def _decode_batch(model, rows: list[list[int]], tokenizer: PolicyTokenizer, *, m
 
 def generate(model: PreTrainedModel, tokenizer: PolicyTokenizer, prompts: list[str], *, max_new_tokens: int = 96,
              temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False, batch_size: int = 64, seed: int = 0,
-             device: str | torch.device | None = None, precision: str = "fp32", cache: str = "dynamic",
+             precision: str = "fp32", cache: str = "dynamic",
              progress: bool = False, compile: bool | str = False) -> Completions:
     """Sample one response per prompt from ``model``; returns :class:`Completions` in the order of ``prompts``.
 
@@ -368,8 +368,8 @@ def generate(model: PreTrainedModel, tokenizer: PolicyTokenizer, prompts: list[s
     A prompt longer than ``n_positions - max_new_tokens`` tokens is cut from the left
     (its end and the answer separator are kept), with a warning.
 
-    ``device``: where to run (``None``: where the model is; the model is moved there
-    otherwise). ``precision``: ``"fp32"``, ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU),
+    The model runs where it is (move it first: ``model.to(device)``).
+    ``precision``: ``"fp32"``, ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU),
     as autocast. ``cache``: ``"dynamic"`` or ``"static"`` (see the module docstring).
     The model runs in eval mode and gets its training flag back afterwards.
 
@@ -387,9 +387,8 @@ def generate(model: PreTrainedModel, tokenizer: PolicyTokenizer, prompts: list[s
     """
     n_positions = model.config.n_positions
     _check_arguments(prompts, max_new_tokens, temperature, top_p, batch_size, cache, n_positions, compile)
-    device = next(model.parameters()).device if device is None else resolve_device(device)
+    device = next(model.parameters()).device
     precision = check_precision(precision, device)
-    model.to(device)
     rows = _prompt_rows(tokenizer, list(prompts), n_positions - max_new_tokens)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..runtime import fingerprint
+from ..engine.runtime import fingerprint
 
 
 @dataclass

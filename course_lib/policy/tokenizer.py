@@ -22,13 +22,12 @@ Defined in Chapter 07.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ..engine.files import write_text_atomic
 from ..world import WorldConfig, generate_preference_pairs
 
 EOS = "<|endoftext|>"
@@ -91,17 +90,8 @@ class PolicyTokenizer:
 
     def save(self, directory) -> Path:
         """Write ``directory/tokenizer.json`` atomically (a temporary file renamed into place)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / TOKENIZER_FILE
-        handle, tmp = tempfile.mkstemp(dir=directory, prefix=f".{TOKENIZER_FILE}.")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(self.tokenizer.to_str())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path = Path(directory) / TOKENIZER_FILE
+        write_text_atomic(path, self.tokenizer.to_str())
         return path
 
     @classmethod

@@ -3,6 +3,8 @@
     notebook_io   read/write notebooks atomically, find the course's notebooks
     execute       run notebooks with papermill and write the summary report
     exercises     generate exercises/ from solutions/ and check they are in sync
-    sweep         the CRM reproduction grid, resumable
+    results       what a notebook records (key numbers, figures) and reads back
+    checks        `course check`: stray state, exercises in step with solutions
+    site          the static course website
     cli           the ``course`` command
 """

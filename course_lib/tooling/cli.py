@@ -107,7 +107,7 @@ def _cmd_grade(args) -> int:
 
 def _cmd_sweep(args) -> int:
     from .notebook_io import repo_root
-    from .sweep import run_sweep, write_report
+    from ..studies.sweep import run_sweep, write_report
 
     root = repo_root()
     output = Path(args.output or root / "results")

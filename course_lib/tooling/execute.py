@@ -2,8 +2,8 @@
 
 ``course run`` executes each notebook with its parameters (``profile`` plus any
 ``-p name value``), writes the executed copy to ``build/<profile>/``, and
-collects what each notebook recorded with :func:`course_lib.results.record_result`
-and :func:`course_lib.results.record_figure` into ``build/<profile>/report.md``
+collects what each notebook recorded with :func:`course_lib.tooling.results.record_result`
+and :func:`course_lib.tooling.results.record_figure` into ``build/<profile>/report.md``
 and ``results.json``. A cell that runs longer than the per-cell limit
 (:data:`CELL_TIMEOUTS`, or ``--cell-timeout``) fails its notebook; the batch goes on.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import base64
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +21,13 @@ import papermill
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient.exceptions import CellTimeoutError
 
-from ..results import format_value, results_from_outputs
+from ..engine.files import write_bytes_atomic, write_text_atomic
+from .results import format_value, results_from_outputs
 from .notebook_io import (
     KERNEL_NAME,
     parameters_cell_index,
     read_notebook,
     strip_progress_bars,
-    write_bytes_atomic,
-    write_text_atomic,
 )
 
 

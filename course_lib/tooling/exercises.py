@@ -23,7 +23,8 @@ from pathlib import Path
 
 import nbformat
 
-from .notebook_io import KERNEL_DISPLAY_NAME, KERNEL_NAME, chapter_notebooks, notebook_text, read_notebook, write_text_atomic
+from ..engine.files import write_text_atomic
+from .notebook_io import KERNEL_DISPLAY_NAME, KERNEL_NAME, chapter_notebooks, notebook_text, read_notebook
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import nbformat
+
+from ..engine.files import write_text_atomic
 
 KERNEL_NAME = "reward-course"
 KERNEL_DISPLAY_NAME = "Python (reward course)"
@@ -41,25 +42,6 @@ def read_notebook(path: str | os.PathLike) -> nbformat.NotebookNode:
         return nbformat.read(path, as_version=4)
     except Exception as error:  # nbformat raises several unrelated types
         raise ValueError(f"{path}: not a readable Jupyter notebook ({error})") from error
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 ``text`` (newlines kept as ``\\n``) atomically, see :func:`write_bytes_atomic`."""
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def notebook_text(nb: nbformat.NotebookNode) -> str:

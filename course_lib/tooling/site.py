@@ -18,16 +18,15 @@ interrupted build leaves the previous site untouched.
 from __future__ import annotations
 
 import ast
-import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from ..engine.files import atomic_directory
 from .notebook_io import read_notebook
 
 COURSE_TITLE = "Reward Modeling & Alignment"
@@ -175,7 +174,7 @@ def _home_notebook(root: Path, chapters: list[Chapter], profile: str, has_reprod
 
 
 def _results_notebook(chapters: list[Chapter], profile: str, figures_dir: Path):
-    from course_lib.results import results_from_outputs
+    from course_lib.tooling.results import results_from_outputs
 
     from .execute import results_markdown
 
@@ -241,10 +240,8 @@ def build_site(root: Path, output: Path | None = None, source: Path | None = Non
     profiles = {notebook_profile(read_notebook(c.sources["lesson"])) for c in chapters}
     profile = "/".join(sorted(p for p in profiles if p)) or "default"
     has_reproduction = (root / "results" / "crm_reproduction.md").is_file()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-new-"))
     build = SiteBuild(path=output)
-    try:
+    with atomic_directory(output) as staging:
         shutil.copytree(_mathjax_folder(), staging / "_static" / "mathjax")
         figures_dir = staging / "figures"
         figures_dir.mkdir()
@@ -274,10 +271,6 @@ def build_site(root: Path, output: Path | None = None, source: Path | None = Non
             build.pages.append(name)
             if on_page:
                 on_page(name)
-        _swap_in(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     build.seconds = time.monotonic() - started
     return build
 
@@ -303,14 +296,3 @@ def _page_context(kind: str, chapter: Chapter | None, chapters: list[Chapter], p
                     profile_note="Graded with: course grade SUBMISSIONS" if kind == "exercises"
                     else "The worked answers; graded exercises are checked against these.")
     return site
-
-
-def _swap_in(staging: Path, output: Path) -> None:
-    """Replace ``output`` by ``staging`` with two renames; the old site is deleted only afterwards."""
-    old = None
-    if output.exists():
-        old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-old-"))
-        os.replace(output, old / "site")
-    os.replace(staging, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -38,8 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,8 +48,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from .progress import tqdm
-from .runtime import atomic_torch_save
+from ..engine.progress import tqdm
+from ..engine.files import atomic_directory, atomic_torch_save
 
 MODES = ("frozen", "lora", "full")
 POOLINGS = ("mean", "pooler")
@@ -402,17 +400,9 @@ def save_reward_model(model: RewardModel, path) -> Path:
     Defined in Chapter 02.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    (staging / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=2))
-    save_file({k: v.contiguous().cpu() for k, v in trainable_state_dict(model).items()}, staging / WEIGHTS_FILE)
-    if path.exists():
-        retired = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, retired)
-        os.replace(staging, path)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, path)
+    with atomic_directory(path) as staging:
+        (staging / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=2))
+        save_file({k: v.contiguous().cpu() for k, v in trainable_state_dict(model).items()}, staging / WEIGHTS_FILE)
     return path
 
 
@@ -434,3 +424,24 @@ def load_reward_model(path, device=None) -> RewardModel:
         )
     model.load_state_dict(weights, strict=False)
     return model.to(device) if device is not None else model
+
+
+def reward_model_reward(models, batch_size: int = 64):
+    """A reward function from one reward model or several (their mean score).
+
+    ``reward(prompts, responses) -> np.ndarray`` (one float per answer) is the interface
+    the policy trainers take (:mod:`course_lib.policy.rewards`). The models are
+    :class:`RewardModel`; frozen ones keep the features of every text they score, so
+    scoring the same answers again (several models, monitoring) encodes each text once.
+
+    Defined in Chapter 08.
+    """
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    if not models:
+        raise ValueError("reward_model_reward: give at least one reward model")
+
+    def reward(prompts, responses) -> np.ndarray:
+        prompts, responses = list(prompts), list(responses)
+        return np.mean([score(model, prompts, responses, batch_size) for model in models], axis=0).astype(np.float64)
+
+    return reward

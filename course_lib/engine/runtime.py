@@ -8,7 +8,10 @@ trainers of Chapters 07-08) takes these decisions here, in one place:
 - **Precision.** ``"fp32"``, ``"bf16"`` or ``"fp16"``, applied with ``torch.autocast``
   around forward passes (:func:`autocast`); parameters and optimizer state stay in
   fp32 (mixed precision, Micikevicius et al. 2018). fp16 needs a gradient scaler and
-  a GPU; bf16 runs on CPUs too. TF32 matrix products are switched on for CUDA.
+  a GPU; bf16 runs on CPUs too.
+- **The runtime.** :func:`start_runtime` decides the device and precision once, sets
+  the process-wide flags (TF32 matrix products on CUDA) and joins the process group a
+  launcher describes; the frozen :class:`Runtime` it returns is passed down.
 - **Random state.** :class:`LocalRandomState` gives a run its own torch / numpy /
   python random streams: the run seeds them, the caller's global generators are left
   exactly as they were, and the state can be checkpointed and restored.
@@ -29,13 +32,15 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from .files import atomic_torch_save
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -86,9 +91,6 @@ def check_precision(precision: str, device: torch.device) -> str:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision 'fp16' needs a CUDA GPU (device is {device}); use 'bf16' or 'fp32'")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 matrix products
-        torch.backends.cudnn.allow_tf32 = True
     return precision
 
 
@@ -96,6 +98,52 @@ def autocast(device: torch.device, precision: str):
     """``torch.autocast`` for bf16 / fp16 on ``device``; a no-op for fp32."""
     dtype = PRECISIONS[precision]
     return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a run executes, decided once (:func:`start_runtime`) and passed down.
+
+    ``device``; ``precision`` (``autocast()`` is its context); ``rank`` and
+    ``world_size`` of this process in data-parallel training (0 and 1 without a
+    process group).
+
+    Defined in Chapter 02.
+    """
+
+    device: torch.device
+    precision: str = "fp32"
+    rank: int = 0
+    world_size: int = 1
+
+    def autocast(self):
+        """``torch.autocast`` for bf16 / fp16 on this device; a no-op for fp32."""
+        return autocast(self.device, self.precision)
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files and shows progress (rank 0)."""
+        return self.rank == 0
+
+
+def start_runtime(device: str | torch.device = "auto", precision: str = "fp32") -> Runtime:
+    """The one place a run's device, precision and process-wide settings are decided.
+
+    Resolves ``device`` (:func:`resolve_device`) and checks ``precision`` against it;
+    on CUDA switches on TF32 tensor cores for fp32 matrix products (a process-wide
+    flag of torch); under ``torchrun`` / ``accelerate launch`` joins the process group
+    they describe (:func:`distributed_init`). Every trainer calls it once, through its
+    config (:meth:`course_lib.engine.config.RunConfig.runtime`).
+
+    Defined in Chapter 02.
+    """
+    resolved = resolve_device(device)
+    check_precision(precision, resolved)
+    if resolved.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    process, processes = distributed_init(resolved)
+    return Runtime(resolved, precision, process, processes)
 
 
 @contextmanager
@@ -163,10 +211,15 @@ class LocalRandomState:
         return False
 
     def state_dict(self) -> dict:
-        return {"torch": self._torch, "cuda": self._cuda, "numpy": self._numpy, "python": self._python}
+        """The streams as tensors and plain values (a checkpoint loads with ``weights_only=True``)."""
+        kind, keys, position, has_gauss, cached_gaussian = self._numpy
+        numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)
+        return {"torch": self._torch, "cuda": self._cuda, "numpy": numpy_state, "python": self._python}
 
     def load_state_dict(self, state: dict) -> None:
-        self._torch, self._numpy, self._python = state["torch"], state["numpy"], state["python"]
+        kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
+        self._numpy = (kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)
+        self._torch, self._python = state["torch"], state["python"]
         self._cuda = state["cuda"] if torch.cuda.is_available() else []
 
 
@@ -189,17 +242,20 @@ def distributed_init(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def world() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process (``(0, 1)`` without a process group)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def rank() -> int:
+    """This process's rank in the process group (0 without one)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """How many processes train together (1 without a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def shard(indices: torch.Tensor) -> torch.Tensor:
     """This process's contiguous share of a global batch of dataset rows (all of it for one process)."""
-    rank, size = world()
-    return indices if size == 1 else indices.tensor_split(size)[rank]
+    size = world_size()
+    return indices if size == 1 else indices.tensor_split(size)[rank()]
 
 
 def _on_collective_device(tensor: torch.Tensor) -> torch.Tensor:
@@ -214,7 +270,7 @@ def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
     ``local`` holds this process's rows (first dimension); ``total`` is the global
     batch size. With one process it returns ``local``.
     """
-    rank, size = world()
+    size = world_size()
     if size == 1:
         return local
     sizes = [len(part) for part in torch.arange(total).tensor_split(size)]
@@ -227,7 +283,7 @@ def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
 
 def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     """The sum of ``value`` over processes (``value`` itself for one process)."""
-    if world()[1] == 1:
+    if world_size() == 1:
         return value
     total = _on_collective_device(value.detach().clone())
     dist.all_reduce(total)
@@ -235,25 +291,11 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
 
 
 def barrier() -> None:
-    if world()[1] > 1:
+    if world_size() > 1:
         dist.barrier()
 
 
 # ---------------------------------------------------------------- checkpoints
-
-
-def atomic_torch_save(obj, path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fingerprint(*parts) -> str:
@@ -275,7 +317,7 @@ def fingerprint(*parts) -> str:
 def save_checkpoint(path, state: dict, settings: dict, data_fingerprint: str) -> Path:
     """Write ``state`` with the run's ``settings`` and data fingerprint to ``path``, atomically (rank 0 only)."""
     path = Path(path)
-    if world()[0] == 0:
+    if rank() == 0:
         atomic_torch_save({"settings": settings, "data": data_fingerprint, "state": state}, path)
     barrier()
     return path
@@ -288,7 +330,7 @@ def load_checkpoint(path, settings: dict, data_fingerprint: str) -> dict:
     8, this run 16``), or saying that the data differ; resuming then would silently
     mix two different runs.
     """
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
     old = saved["settings"]
     differences = [f"{key}: checkpoint {old.get(key, '(absent)')!r}, this run {settings.get(key, '(absent)')!r}"
                    for key in sorted(set(old) | set(settings)) if old.get(key) != settings.get(key)]

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import torch
 
-from .losses import bradley_terry_loss
+from ..engine.losses import bradley_terry_loss
 
 ELO_SCALE = 400.0 / math.log(10.0)  # Elo points per unit of BT score
 

@@ -2,7 +2,7 @@
 
 One *cell* of the grid trains one method on the world's pairs with a share of
 labels flipped, and scores its rewards per MiniRewardBench category. Chapters 04
-and 05 run a few cells; ``course sweep`` (:mod:`course_lib.tooling.sweep`) runs
+and 05 run a few cells; ``course sweep`` (:mod:`course_lib.studies.sweep`) runs
 the whole grid and writes the committed table.
 
 Every method starts from the same frozen encoder (its features are computed once)
@@ -61,20 +61,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .collaborative import CollaborativeConfig, CollaborativeHistory, train_two_models
-from .evaluation import MINI_REWARD_BENCH_SECTIONS, mini_reward_bench_score, pair_outcomes
-from .reward_model import RewardModel, frozen_model_with_new_head, score
-from .runtime import single_threaded
-from .training import BradleyTerryTrainer, TrainingConfig, TrainingHistory
-from .world import WorldConfig, generate_preference_pairs
+from ..engine.collaborative import CollaborativeHistory, train_two_models
+from ..engine.methods import ROBUST_METHODS, OneModel
+from ..reward.benchmark import MINI_REWARD_BENCH_SECTIONS, mini_reward_bench_score, pair_outcomes
+from ..reward.model import RewardModel, frozen_model_with_new_head, score
+from ..engine.runtime import single_threaded
+from ..reward.training import BradleyTerryTrainer, TrainingConfig, TrainingHistory
+from ..world import WorldConfig, generate_preference_pairs
 
+# The methods of the lessons (Chapters 04-05), and of the grid: every robust method of the course.
 METHODS = ("single", "conservative", "unbiased", "ensemble", "self_review", "peer_review", "crm")
-SWEEP_METHODS = ("single", "conservative", "unbiased", "early_stop", "ensemble", "coteaching_plus", "self_review",
-                 "peer_review", "crm_self_review", "crm")
+SWEEP_METHODS = tuple(ROBUST_METHODS)
 SECTIONS = tuple(MINI_REWARD_BENCH_SECTIONS)
-TWO_MODEL_RULES = {"ensemble": ("ensemble", False), "self_review": ("self_review", False),
-                   "peer_review": ("peer_review", False), "crm": ("peer_review", True),
-                   "crm_self_review": ("self_review", True), "coteaching_plus": ("coteaching_plus", False)}
+# A one-model method's loss as TrainingConfig fields, for the flip rate eta it is told.
+BT_LOSSES = {"standard": lambda eta: {}, "conservative": lambda eta: {"loss": "conservative", "assumed_flip_rate": eta},
+             "unbiased": lambda eta: {"loss": "unbiased", "assumed_flip_rate": eta}}
 
 # Named labelling processes of the sweep: WorldConfig fields. Symmetric flips are also
 # accepted as a plain float rate wherever a noise is asked for.
@@ -155,16 +156,42 @@ def check_methods(methods) -> list[str]:
     return list(methods)
 
 
-def check_noises(noises) -> list:
-    """Noise names of :data:`NOISE_MODELS`, or symmetric flip rates in [0, 0.5)."""
-    checked = []
-    for noise in noises:
-        if isinstance(noise, str) and noise not in NOISE_MODELS:
+@dataclass(frozen=True)
+class Noise:
+    """How a cell's training labels are made, parsed once (:func:`parse_noise`).
+
+    ``name``: the grid's name (a :data:`NOISE_MODELS` name, ``flipNN`` for symmetric flips
+    at NN%, ``clean`` for none); ``fields``: the :class:`~course_lib.world.WorldConfig`
+    fields that make it; ``flip_rate``: the rate of symmetric flips, or ``None`` for a
+    labelling process whose share of wrong labels is measured on the data.
+    """
+
+    name: str
+    fields: tuple[tuple[str, object], ...]
+    flip_rate: float | None
+
+
+def parse_noise(noise) -> Noise:
+    """A :class:`Noise` from a name of :data:`NOISE_MODELS`, ``flipNN``, or a symmetric flip rate in [0, 0.5)."""
+    if isinstance(noise, Noise):
+        return noise
+    if isinstance(noise, str) and noise not in NOISE_MODELS:
+        digits = noise.removeprefix("flip")
+        if not (noise.startswith("flip") and digits.isdigit()):
             raise ValueError(f"unknown noise {noise!r}; choose from {list(NOISE_MODELS)} or give a flip rate")
-        if not isinstance(noise, str) and not 0.0 <= float(noise) < 0.5:
-            raise ValueError(f"noise rates must be in [0, 0.5), got {noise}")
-        checked.append(noise if isinstance(noise, str) else float(noise))
-    return checked
+        noise = int(digits) / 100
+    if isinstance(noise, str):
+        fields = NOISE_MODELS[noise]
+        return Noise(noise, tuple(fields.items()), fields.get("noise_rate"))
+    rate = float(noise)
+    if not 0.0 <= rate < 0.5:
+        raise ValueError(f"noise rates must be in [0, 0.5), got {noise}")
+    return Noise("clean" if rate == 0 else f"flip{round(100 * rate)}", (("noise_rate", rate),), rate)
+
+
+def check_noises(noises) -> list[Noise]:
+    """Every noise parsed (:func:`parse_noise`); the first bad one raises a ``ValueError``."""
+    return [parse_noise(noise) for noise in noises]
 
 
 def new_model(base: RewardModel, config: ReproductionConfig, seed: int) -> RewardModel:
@@ -188,10 +215,10 @@ def train_method(method: str, base: RewardModel, train, config: ReproductionConf
     """Train ``method`` on ``train`` (heads on ``base``'s frozen features, or LoRA copies of its encoder).
 
     Returns the models whose rewards are averaged, and the run's history (a
-    :class:`~course_lib.training.TrainingHistory` for one model, a
-    :class:`~course_lib.collaborative.CollaborativeHistory` with the selection
+    :class:`~course_lib.reward.training.TrainingHistory` for one model, a
+    :class:`~course_lib.engine.collaborative.CollaborativeHistory` with the selection
     masks for two). ``overrides`` replace fields of the
-    :class:`~course_lib.collaborative.CollaborativeConfig` (e.g. ``ramp_epochs``).
+    :class:`~course_lib.engine.collaborative.CollaborativeConfig` (e.g. ``ramp_epochs``).
 
     ``eta``: the noise rate the method is told (selection keep ratio ``1 - eta``,
     robust-loss flip rate). Model seeds derive from ``seed``, so the two models of
@@ -205,18 +232,18 @@ def train_method(method: str, base: RewardModel, train, config: ReproductionConf
                                   record_grad_norms=False, progress=False, device=device, **loss)
         return model, BradleyTerryTrainer(model, pairs, settings, eval_dataset=eval_pairs)
 
-    if method in ("single", "conservative", "unbiased"):
-        loss = {} if method == "single" else {"loss": method, "assumed_flip_rate": eta}
-        model, single = trainer(1000 * seed + 1, **loss)
-        return [model], single.fit()
-    if method == "early_stop":
-        fit_rows, val_rows = validation_split(len(train), config.val_fraction, seed)
-        model, single = trainer(1000 * seed + 1, train.select(fit_rows), train.select(val_rows), keep_best=True)
+    recipe = ROBUST_METHODS[method]
+    if isinstance(recipe, OneModel):
+        loss = BT_LOSSES[recipe.loss](eta)
+        if recipe.early_stopping:
+            fit_rows, val_rows = validation_split(len(train), config.val_fraction, seed)
+            model, single = trainer(1000 * seed + 1, train.select(fit_rows), train.select(val_rows), keep_best=True, **loss)
+        else:
+            model, single = trainer(1000 * seed + 1, **loss)
         return [model], single.fit()
     (model_a, trainer_a), (model_b, trainer_b) = trainer(1000 * seed + 1), trainer(1000 * seed + 2)
-    rule, curriculum = TWO_MODEL_RULES[method]
-    settings = dict(method=rule, noise_rate=eta, ramp_epochs=config.ramp_epochs, curriculum=curriculum)
-    history = train_two_models(trainer_a, trainer_b, CollaborativeConfig(**{**settings, **overrides}), progress=False)
+    plan = recipe.plan_config(eta, **{"ramp_epochs": config.ramp_epochs, **overrides})
+    history = train_two_models(trainer_a, trainer_b, plan, progress=False)
     return [model_a, model_b], history
 
 
@@ -224,7 +251,7 @@ def cross_fitted_margins(base: RewardModel, train, config: ReproductionConfig, s
                          folds: int = 2, device: str = "cpu") -> np.ndarray:
     """Each pair's margin under a single RM trained on the OTHER folds (no memorization of its own label).
 
-    The input of :func:`course_lib.detection.estimate_flip_rate_from_confident_pairs`.
+    The input of :func:`course_lib.reward.detection.estimate_flip_rate_from_confident_pairs`.
     """
     if folds < 2:
         raise ValueError(f"cross_fitted_margins needs folds >= 2, got {folds}")
@@ -250,7 +277,7 @@ def bench_rewards(models: list[RewardModel], bench) -> tuple[np.ndarray, np.ndar
 def bench_outcomes(models: list[RewardModel], bench) -> np.ndarray:
     """Per-pair benchmark outcomes of the models' averaged rewards: 1 right, 0 wrong, 0.5 tie.
 
-    The input of every paired interval (:func:`course_lib.uncertainty.paired_bootstrap`).
+    The input of every paired interval (:func:`course_lib.engine.uncertainty.paired_bootstrap`).
     """
     return pair_outcomes(*bench_rewards(models, bench))
 
@@ -289,36 +316,34 @@ def selection_summary(history, is_flipped: np.ndarray) -> dict[str, float]:
 def noisy_pairs(config: ReproductionConfig, noise, seed: int):
     """The world's training pairs for a cell (same texts for every noise of a seed).
 
-    ``noise``: a symmetric flip rate, or a name from :data:`NOISE_MODELS`.
+    ``noise``: anything :func:`parse_noise` reads.
     """
-    fields = {"noise_rate": float(noise)} if not isinstance(noise, str) else NOISE_MODELS[check_noises([noise])[0]]
-    return generate_preference_pairs(WorldConfig(n_pairs=config.n_pairs, seed=seed, **fields))
+    return generate_preference_pairs(WorldConfig(n_pairs=config.n_pairs, seed=seed, **dict(parse_noise(noise).fields)))
 
 
 def run_cell(method: str, noise, seed: int, base: RewardModel, bench, config: ReproductionConfig,
              device: str = "cpu", cache_dir=None, keep_outcomes: bool = False) -> dict:
     """Train and score one grid cell; returns a flat row (method, noise, noise_rate, seed, scores, seconds).
 
-    ``noise``: a symmetric flip rate or a name from :data:`NOISE_MODELS`; ``noise_rate``
+    ``noise``: anything :func:`parse_noise` reads; ``noise_rate``
     in the row is the eta the methods were told (for a named noise, the share of
     training labels that disagree with gold). ``keep_outcomes`` adds ``outcomes``, the
     per-item benchmark outcomes (:func:`encode_outcomes`), for paired intervals.
     """
     started = time.monotonic()
+    noise = parse_noise(noise)
     train = noisy_pairs(config, noise, seed)
     if config.encoder == "frozen":
         for column in ("chosen", "rejected"):  # encode once (and reuse the disk cache across cells)
             base.embed(train["prompt"], train[column], cache_dir=cache_dir, progress=False)
-    true_rate = float(noise) if not isinstance(noise, str) else float(np.mean(train["is_flipped"]))
-    if isinstance(noise, str) and "noise_rate" in NOISE_MODELS[noise]:
-        true_rate = NOISE_MODELS[noise]["noise_rate"]
+    true_rate = noise.flip_rate if noise.flip_rate is not None else float(np.mean(train["is_flipped"]))
     eta = true_rate if config.assumed_noise_rate is None else config.assumed_noise_rate
     # Heads on cached features are many tiny steps: one thread for the whole run (no per-step switching).
     with single_threaded(config.encoder == "frozen" and torch.device(device).type == "cpu"):
         models, history = train_method(method, base, train, config, eta, seed, device)
         chosen, rejected = bench_rewards(models, bench)
     report = mini_reward_bench_score(chosen, rejected, bench["category"])
-    row = {"method": method, "noise": noise if isinstance(noise, str) else f"flip{round(100 * float(noise))}",
+    row = {"method": method, "noise": noise.name,
            "noise_rate": round(true_rate, 4), "seed": seed, "eta": round(eta, 4), "average": float(report.score),
            **{name: float(value) for name, value in report.sections.items()}}
     row.update(selection_summary(history, np.asarray(train["is_flipped"], dtype=bool)))

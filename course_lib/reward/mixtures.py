@@ -11,7 +11,7 @@ everyone has an irreducible error; MiCRo models the population as a mixture of
     \qquad w(c) = \operatorname{softmax}(A\,\psi(c) + b)
 
 - :math:`r_k` are scalar heads on shared features :math:`\phi(x, y)` (here the frozen
-  encoder of :mod:`course_lib.reward_model`, optionally through one shared hidden layer);
+  encoder of :mod:`course_lib.reward.model`, optionally through one shared hidden layer);
 - :math:`w(c)` is the **router**: a linear map of a context representation
   :math:`\psi(c)` (a user's self-description, encoded by the same encoder), then a
   softmax. Without context the router is its bias alone, one static mixture for all.
@@ -23,23 +23,26 @@ weights over the heads (:func:`multiplicative_weights`).
 
 Everything here works on precomputed feature tensors, so a fit takes seconds on a CPU.
 With ``n_heads=1`` the model is a plain BT reward model and the loss is
-:func:`course_lib.losses.bradley_terry_loss` (tested).
+:func:`course_lib.engine.losses.bradley_terry_loss` (tested).
 
 Defined in Chapter 06.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loop import EpochPlan, Learner, StepOutput, TrainingLoop
-from .losses import reduce_losses
-from .runtime import fingerprint
+from ..engine.config import RunConfig
+from ..engine.learner import Learner, StepOutput
+from ..engine.loop import EpochPlan, TrainingLoop
+from ..engine.losses import reduce_losses
+from ..engine.runtime import fingerprint
 
 
 def _check_rewards_and_weights(chosen_rewards, rejected_rewards, weights, name: str) -> None:
@@ -116,7 +119,7 @@ def preference_log_odds(chosen_rewards: torch.Tensor, rejected_rewards: torch.Te
 
     Shape ``(n_pairs,)``. Computed from ``logsumexp`` of ``log w + logsigmoid(±d)``, so it stays
     finite where ``P`` rounds to 0 or 1. With one head it is the BT margin :math:`d`; for any
-    ``K`` it plays the margin's role in :mod:`course_lib.calibration` (``sigmoid`` of it is
+    ``K`` it plays the margin's role in :mod:`course_lib.reward.calibration` (``sigmoid`` of it is
     :math:`P`, and temperature scaling divides it by ``T``), so single models and mixtures are
     calibrated and scored the same way.
 
@@ -214,38 +217,35 @@ class MixtureOfHeads(nn.Module):
 
 
 @dataclass
-class MixtureConfig:
-    """Settings of :func:`fit_mixture`.
+class MixtureConfig(RunConfig):
+    """Settings of :func:`fit_mixture`, on top of :class:`~course_lib.engine.config.RunConfig`.
 
     ``n_heads`` K (1: a single BT reward model); ``hidden_size``: width of a shared
     hidden layer under the heads (``None``: linear heads); ``balance``: coefficient of
-    :func:`load_balance_loss`; AdamW with ``lr`` and ``weight_decay`` on mini-batches
-    of ``batch_size`` pairs for ``epochs`` passes; ``seed`` fixes initialization and
-    batch order.
+    :func:`load_balance_loss`. AdamW with ``lr`` and ``weight_decay`` on mini-batches
+    of ``batch_size`` pairs for ``epochs`` passes, at a constant rate by default;
+    ``seed`` fixes initialization and batch order; ``device`` / ``precision`` as every run.
 
     Defined in Chapter 06.
     """
 
+    lr: float = 1e-2
+    epochs: int = 30
+    batch_size: int = 128
     n_heads: int = 4
     hidden_size: int | None = None
     balance: float = 0.1
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    epochs: int = 30
-    batch_size: int = 128
-    seed: int = 0
-    progress: bool = True
+
+    POSITIVE: ClassVar[tuple[str, ...]] = RunConfig.POSITIVE + ("n_heads",)
 
     def __post_init__(self):
-        for name in ("n_heads", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"MixtureConfig: {name} must be >= 1, got {getattr(self, name)}")
+        super().__post_init__()
         if self.balance < 0:
-            raise ValueError(f"MixtureConfig: balance must be >= 0, got {self.balance}")
+            self.fail(f"balance must be >= 0, got {self.balance}")
 
 
 class MixtureLearner(Learner):
-    """A :class:`MixtureOfHeads` as a learner of the course's training loop (:mod:`course_lib.loop`).
+    """A :class:`MixtureOfHeads` as a learner of the course's training loop (:mod:`course_lib.engine.loop`).
 
     Batches are rows of precomputed features (and context); the per-pair loss is the
     mixture NLL, and the load-balance term is the step's batch-level extra.
@@ -255,12 +255,10 @@ class MixtureLearner(Learner):
 
     def __init__(self, model: MixtureOfHeads, chosen_features, rejected_features, context, known_weights,
                  config: MixtureConfig):
-        n = len(chosen_features)
-        super().__init__(model, n_pairs=n, epochs=config.epochs, total_steps=1, lr=config.lr,
-                         weight_decay=config.weight_decay, device=str(chosen_features.device), seed=config.seed)
-        self.tensors = {"chosen": chosen_features, "rejected": rejected_features, "context": context,
-                        "known_weights": known_weights}
-        self.config = config
+        super().__init__(model, config, len(chosen_features))
+        tensors = {"chosen": chosen_features, "rejected": rejected_features, "context": context,
+                   "known_weights": known_weights}
+        self.tensors = {name: None if value is None else value.to(self.device) for name, value in tensors.items()}
         self.single_threaded = self.device.type == "cpu"
 
     def make_batch(self, indices):
@@ -276,7 +274,7 @@ class MixtureLearner(Learner):
         return StepOutput(losses, self.config.balance * load_balance_loss(weights) if balanced else None)
 
     def settings(self) -> dict:
-        return asdict(self.config)
+        return self.config.settings()
 
     def data_fingerprint(self) -> str:
         return fingerprint(*(v for v in self.tensors.values() if v is not None))
@@ -301,7 +299,7 @@ def fit_mixture(chosen_features: torch.Tensor, rejected_features: torch.Tensor, 
     one-hot true groups: an oracle that knows who labelled each pair); the router
     is then not trained and there is no balance term.
 
-    Trained by the course's one training loop (:class:`course_lib.loop.TrainingLoop`):
+    Trained by the course's one training loop (:class:`course_lib.engine.loop.TrainingLoop`):
     AdamW on mini-batches in an order drawn from ``config.seed``.
 
     Defined in Chapter 06.

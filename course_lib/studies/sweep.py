@@ -14,7 +14,7 @@ frozen encoder at the same sizes, so the report can tell the encoders' effect fr
 the smaller size's. After the grid, ``crm_reproduction.md`` and
 ``crm_reproduction.png`` are rewritten from both CSVs.
 
-The cells run through :func:`course_lib.reproduction.run_cell` directly (no
+The cells run through :func:`course_lib.studies.reproduction.run_cell` directly (no
 notebook), sharing one frozen encoder and a disk cache of its features.
 """
 
@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..progress import tqdm
-from ..reproduction import (NOISE_MODELS, SECTIONS, SWEEP_METHODS, check_methods, check_noises, decode_outcomes,
+from ..engine.progress import tqdm
+from .reproduction import (SECTIONS, SWEEP_METHODS, check_methods, check_noises, decode_outcomes,
                             profile_config, run_cell)
-from ..runtime import resolve_device
-from ..uncertainty import mean_estimate, paired_bootstrap
-from .notebook_io import write_bytes_atomic, write_text_atomic
+from ..engine.runtime import resolve_device
+from ..engine.uncertainty import mean_estimate, paired_bootstrap
+from ..engine.files import write_bytes_atomic, write_text_atomic
 
 CSV_NAME = "crm_reproduction.csv"
 LORA_CSV_NAME = "crm_reproduction_lora.csv"
@@ -54,13 +54,6 @@ def _encoder(row: dict) -> str:
     """A row's encoder (rows written before the LoRA variant have none: frozen)."""
     encoder = row.get("encoder")
     return encoder if isinstance(encoder, str) else "frozen"
-
-
-def noise_name(noise) -> str:
-    """The grid's name of a noise: a :data:`NOISE_MODELS` name, or ``flipNN`` for a flip rate (0: ``clean``)."""
-    if isinstance(noise, str):
-        return noise
-    return "clean" if float(noise) == 0 else f"flip{round(100 * float(noise))}"
 
 
 def device_description(device) -> str:
@@ -368,15 +361,15 @@ def run_sweep(output_dir, profile: str = "standard", methods=None, noises=DEFAUL
               device: str = "cpu", backbone=None, cache_dir=None, progress: bool = True, **overrides) -> Path:
     """Run the missing cells of the grid; rewrite the CSV after each, then the report and plot.
 
-    Returns the CSV path. ``noises``: names of :data:`~course_lib.reproduction.NOISE_MODELS`
+    Returns the CSV path. ``noises``: names of :data:`~course_lib.studies.reproduction.NOISE_MODELS`
     or symmetric flip rates. ``overrides`` change fields of the profile's
-    :class:`~course_lib.reproduction.ReproductionConfig` (and are recorded).
+    :class:`~course_lib.studies.reproduction.ReproductionConfig` (and are recorded).
     """
-    from ..reward_model import RewardModel, RewardModelConfig
+    from ..reward.model import RewardModel, RewardModelConfig
     from ..world import mini_reward_bench
 
     methods = check_methods(methods or SWEEP_METHODS)
-    noises = [noise_name(n) for n in check_noises(noises)]
+    noises = check_noises(noises)
     device = str(resolve_device(device))  # "auto" becomes the device it picks; a bad name fails here
     config = profile_config(profile, **overrides)
     config_json = json.dumps(config.to_dict(), sort_keys=True)
@@ -387,7 +380,7 @@ def run_sweep(output_dir, profile: str = "standard", methods=None, noises=DEFAUL
     encoders = ["lora", "frozen"] if config.encoder == "lora" else ["frozen"]
     done = {(r["method"], r["noise"], int(r["seed"]), _encoder(r)) for r in rows}
     todo = [(m, n, int(s), e) for s in seeds for n in noises for m in methods for e in encoders
-            if (m, n, int(s), e) not in done]
+            if (m, n.name, int(s), e) not in done]
     if todo:
         base = RewardModel(RewardModelConfig(backbone=backbone, mode="frozen", max_length=config.max_length))
         base.to(device)
@@ -398,10 +391,9 @@ def run_sweep(output_dir, profile: str = "standard", methods=None, noises=DEFAUL
             base.embed(bench["prompt"], bench[column], cache_dir=cache_dir, progress=progress)
         where = device_description(device)
         for method, noise, seed, encoder in tqdm(todo, desc="sweep", disable=not progress):
-            cell_noise = noise if noise in NOISE_MODELS else float(noise.removeprefix("flip")) / 100
-            row = run_cell(method, cell_noise, seed, base, bench, replace(config, encoder=encoder), device=device,
+            row = run_cell(method, noise, seed, base, bench, replace(config, encoder=encoder), device=device,
                            cache_dir=cache_dir, keep_outcomes=True)
-            rows.append({"profile": profile, **row, "noise": noise, "encoder": encoder, "device": where,
+            rows.append({"profile": profile, **row, "encoder": encoder, "device": where,
                          "config": config_json})
             write_csv(rows, csv_path)
     write_report(output_dir)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -41,6 +40,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, Value, load_dataset, load_from_disk
+
+from .generator import WorldConfig, generate_preference_pairs
 
 CORE_COLUMNS = ("prompt", "chosen", "rejected")
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -318,14 +319,10 @@ def _read_source(source, split: str, load_kwargs: dict) -> Dataset | list:
 
 
 def _is_world_config(source) -> bool:
-    """True for a ``course_lib.world.WorldConfig`` (only possible once that module is imported)."""
-    world = sys.modules.get("course_lib.world")
-    return world is not None and isinstance(source, getattr(world, "WorldConfig", ()))
+    return isinstance(source, WorldConfig)
 
 
 def _read_world(config) -> Dataset:
-    from course_lib.world import generate_preference_pairs
-
     return generate_preference_pairs(config)
 
 

@@ -1,11 +1,12 @@
-"""Two reward models trained together: ensemble, Co-teaching / CRM peer review, Self-Review.
+"""Two models trained together: ensemble, Co-teaching / CRM peer review, Self-Review.
 
 Both models see the same batches in the same order. Before each update, each
-model scores the batch's pairs (per-pair BT loss, no gradient); the selection
-rule of :mod:`course_lib.selection` decides which pairs each model is updated
-on. The two models are :class:`course_lib.training.BradleyTerryTrainer` learners
-driven by the course's one training loop (:mod:`course_lib.loop`); this module
-only adds the exchange, as an epoch plan (:class:`CollaborativePlan`).
+model scores the batch's pairs (per-pair loss, no gradient); the selection
+rule of :mod:`course_lib.engine.selection` decides which pairs each model is updated
+on. The two models are any :class:`course_lib.engine.learner.Learner` of the course's
+one training loop (reward models, :class:`course_lib.reward.training.BradleyTerryTrainer`,
+and policies, :class:`course_lib.policy.dpo.DPOTrainer`, for CRM-DPO); this module only
+adds the exchange, as an epoch plan (:class:`CollaborativePlan`).
 
 Methods (``CollaborativeConfig.method``):
 
@@ -16,7 +17,7 @@ Methods (``CollaborativeConfig.method``):
 - ``"self_review"``: the ablation: each model is updated on the pairs IT kept;
 - ``"coteaching_plus"``: Co-teaching+ (Yu et al. 2019): peer review while the
   forget rate ramps up, then peer review restricted to the pairs the two models
-  disagree on (:func:`course_lib.selection.disagreement_select`).
+  disagree on (:func:`course_lib.engine.selection.disagreement_select`).
 
 With ``curriculum=True`` every epoch visits the pairs from easy to hard by the
 two models' summed margins (CRM's Curriculum Sort, Chapter 05); otherwise the
@@ -32,12 +33,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .loop import EpochPlan, TrainingHistory, TrainingLoop, global_pair_losses
+from .learner import Learner, TrainingHistory
+from .loop import EpochPlan, TrainingLoop, global_pair_losses
 from .runtime import gather_rows, shard
 from .selection import curriculum_sort, disagreement_select, forget_rate_schedule, peer_review_select, self_review_select
-from .training import BradleyTerryTrainer
 
-METHODS = ("ensemble", "peer_review", "self_review", "coteaching_plus")
+EXCHANGES = ("ensemble", "peer_review", "self_review", "coteaching_plus")
 RULES = {"peer_review": peer_review_select, "self_review": self_review_select, "coteaching_plus": peer_review_select}
 
 
@@ -62,8 +63,8 @@ class CollaborativeConfig:
     split_warmup: bool = False
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"CollaborativeConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in EXCHANGES:
+            raise ValueError(f"CollaborativeConfig.method must be one of {EXCHANGES}, got {self.method!r}")
         if not 0.0 <= self.noise_rate < 1.0:
             raise ValueError(f"CollaborativeConfig.noise_rate must be in [0, 1), got {self.noise_rate}")
 
@@ -81,11 +82,11 @@ class CollaborativeHistory:
     selected_b: torch.Tensor = field(default=None)
 
 
-def all_pair_margins(trainer: BradleyTerryTrainer) -> torch.Tensor:
+def all_pair_margins(trainer: Learner) -> torch.Tensor:
     """Margins of every training pair under the trainer's current model, in dataset order (every process)."""
-    rows = shard(torch.arange(trainer.n_pairs))
+    rows = shard(torch.arange(trainer.n_rows))
     parts = [trainer.pair_margins(trainer.make_batch(part)).cpu() for part in rows.split(trainer.config.eval_batch_size)]
-    return gather_rows(torch.cat(parts) if parts else torch.zeros(0), trainer.n_pairs)
+    return gather_rows(torch.cat(parts) if parts else torch.zeros(0), trainer.n_rows)
 
 
 class CollaborativePlan(EpochPlan):
@@ -99,9 +100,9 @@ class CollaborativePlan(EpochPlan):
     hard. ``selected[i]`` records model i's update sets.
     """
 
-    def __init__(self, trainer_a: BradleyTerryTrainer, trainer_b: BradleyTerryTrainer, config: CollaborativeConfig):
+    def __init__(self, trainer_a: Learner, trainer_b: Learner, config: CollaborativeConfig):
         self.trainers, self.config = (trainer_a, trainer_b), config
-        epochs, n_pairs = trainer_a.config.epochs, trainer_a.n_pairs
+        epochs, n_pairs = trainer_a.config.epochs, trainer_a.n_rows
         self.selected = [torch.zeros(epochs, n_pairs, dtype=torch.bool) for _ in range(2)]
         self.rule = RULES.get(config.method, self_review_select)
         self.epoch_masks: list[torch.Tensor] | None = None
@@ -155,7 +156,7 @@ class CollaborativePlan(EpochPlan):
 
 
 def train_two_models(
-    trainer_a: BradleyTerryTrainer, trainer_b: BradleyTerryTrainer, config: CollaborativeConfig, progress: bool = True,
+    trainer_a: Learner, trainer_b: Learner, config: CollaborativeConfig, progress: bool = True,
     checkpoint_dir=None, resume: bool = False,
 ) -> CollaborativeHistory:
     """Train two models (built on the same training pairs) with the chosen exchange rule.
@@ -170,8 +171,8 @@ def train_two_models(
 
     Defined in Chapter 04.
     """
-    if trainer_a.n_pairs != trainer_b.n_pairs:
-        raise ValueError(f"train_two_models: the trainers hold {trainer_a.n_pairs} and {trainer_b.n_pairs} pairs; use the same dataset")
+    if trainer_a.n_rows != trainer_b.n_rows:
+        raise ValueError(f"train_two_models: the trainers hold {trainer_a.n_rows} and {trainer_b.n_rows} pairs; use the same dataset")
     epochs, batch_size = trainer_a.config.epochs, trainer_a.config.batch_size
     if (trainer_b.config.epochs, trainer_b.config.batch_size) != (epochs, batch_size):
         raise ValueError("train_two_models: both trainers need the same epochs and batch_size")

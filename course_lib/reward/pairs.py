@@ -4,8 +4,7 @@ A dataset of ``(prompt, chosen, rejected)`` rows becomes a :class:`PairData`: in
 frozen mode the encoder's pooled features of every text (computed once), otherwise
 padded token ids. :func:`pair_batch` cuts a batch of rows out of it, with all chosen
 sequences first, then all rejected ones, so one forward pass scores both sides;
-token batches are padded only to their longest sequence. :func:`shuffled_order` is
-the default epoch order.
+token batches are padded only to their longest sequence.
 
 Defined in Chapter 02.
 """
@@ -16,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .reward_model import RewardModel
-from .runtime import fingerprint
+from .model import RewardModel
+from ..engine.runtime import fingerprint
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -80,7 +79,7 @@ def read_pair_columns(dataset, name: str = "dataset", margin_column: str | None 
             if not isinstance(value, str):
                 raise ValueError(
                     f"{name} row {row}: {column!r} must be a string, got {type(value).__name__} "
-                    "(course_lib.data.load_preferences converts conversational rows)"
+                    "(course_lib.world.data.load_preferences converts conversational rows)"
                 )
     return columns
 
@@ -126,23 +125,3 @@ def pair_batch(data: PairData, indices) -> PairBatch:
         inputs = {name: t[rows, :longest] for name, t in data.tensors.items()}
     margin = None if data.margin is None else data.margin[rows[: len(indices)]]
     return PairBatch(indices.to(device), inputs, margin)
-
-
-def shuffled_order(n_pairs: int, seed: int, epoch: int, batch_size: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """The default epoch order: a permutation fixed by ``(seed, epoch)``, grouped by length if ``lengths`` is given.
-
-    Length grouping follows ``transformers``' ``LengthGroupedSampler``: within chunks
-    of 50 batches, pairs are sorted by token length and cut into batches; the full
-    batches are then shuffled (a smaller last batch stays last).
-
-    Defined in Chapter 02.
-    """
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n_pairs, generator=generator)
-    if lengths is None:
-        return order
-    batches = []
-    for chunk in order.split(batch_size * 50):
-        batches.extend(chunk[torch.argsort(lengths[chunk], descending=True, stable=True)].split(batch_size))
-    tail = [batches.pop()] if len(batches[-1]) < batch_size else []
-    return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator)] + tail)

@@ -1,7 +1,7 @@
 """Which pairs to train on: small-loss selection, peer review and curriculum order.
 
 Pure functions of per-pair statistics (losses or margins), so every rule can be
-checked on hand-made vectors. The trainers in :mod:`course_lib.collaborative`
+checked on hand-made vectors. The trainers in :mod:`course_lib.engine.collaborative`
 call them batch by batch.
 
 Co-teaching (Han et al. 2018, "Co-teaching: Robust training of deep neural
@@ -95,7 +95,7 @@ def disagreement_select(losses_a: torch.Tensor, losses_b: torch.Tensor, keep_rat
     (margin > 0), so the two disagree when exactly one of them is below. Among those,
     each model keeps its small-loss ``keep_ratio`` share and hands it to its peer, as
     in peer review. With no disagreement in the batch, nobody is updated (the paper's
-    rule after its warm-up; :mod:`course_lib.collaborative` runs plain peer review
+    rule after its warm-up; :mod:`course_lib.engine.collaborative` runs plain peer review
     during the warm-up). Keeping the two models apart is the point: Co-teaching's
     two networks become alike as training goes on, and then review each other's
     mistakes less.

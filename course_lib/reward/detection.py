@@ -5,7 +5,7 @@ mislabelled). Because the course's world knows which labels were flipped, each
 detector can be scored like a classifier: AUROC, and precision / recall when the
 ``k`` most suspicious pairs are flagged.
 
-Statistics come from :class:`course_lib.training.TrainingHistory`, whose per-pair
+Statistics come from :class:`course_lib.reward.training.TrainingHistory`, whose per-pair
 arrays have shape ``(epochs, n_pairs)``:
 
 - **small loss** (Arpit et al. 2017; Han et al. 2018): networks fit clean pairs

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from .progress import tqdm
+from ..engine.progress import tqdm
 
 MINI_REWARD_BENCH_SECTIONS: dict[str, list[str]] = {
     "chat": ["chat"],

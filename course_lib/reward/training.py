@@ -1,23 +1,23 @@
 """Bradley-Terry training of reward models, with per-pair training dynamics.
 
-:class:`BradleyTerryTrainer` fits a :class:`~course_lib.reward_model.RewardModel` to
+:class:`BradleyTerryTrainer` fits a :class:`~course_lib.reward.model.RewardModel` to
 preference pairs by minimizing the Bradley-Terry loss (with TRL's optional margin and
-reward-centering terms, :func:`course_lib.losses.bradley_terry_loss`), or a
-noise-robust variant. It is a :class:`~course_lib.loop.Learner` of the course's one
-training loop (:mod:`course_lib.loop`), which it runs with ``fit()``:
+reward-centering terms, :func:`course_lib.engine.losses.bradley_terry_loss`), or a
+noise-robust variant. It is a :class:`~course_lib.engine.learner.Learner` of the course's one
+training loop (:mod:`course_lib.engine.loop`), which it runs with ``fit()``:
 
-- texts are encoded (frozen mode) or tokenized once (:mod:`course_lib.pairs`);
+- texts are encoded (frozen mode) or tokenized once (:mod:`course_lib.reward.pairs`);
 - ``epoch_order(epoch)`` gives the order pairs are visited in; pass
   ``order_fn(epoch, trainer) -> indices`` to replace it;
 - ``make_batch(indices)``, ``pair_losses(batch)`` and ``pair_margins(batch)`` (no
   gradient) and ``train_step(batch, pair_weights)`` let the loop train two models on
   each other's selections (Chapter 04's Co-teaching and CRM peer review,
-  :mod:`course_lib.collaborative`);
+  :mod:`course_lib.engine.collaborative`);
 - every epoch, each visited pair's loss, margin ``r_chosen - r_rejected`` and
-  gradient norm are recorded in :class:`~course_lib.loop.TrainingHistory` (Chapter 03).
+  gradient norm are recorded in :class:`~course_lib.engine.learner.TrainingHistory` (Chapter 03).
 
 Device, precision, random state, processes and checkpoints come from
-:mod:`course_lib.runtime`: runs are deterministic for a seed without reseeding the
+:mod:`course_lib.engine.runtime`: runs are deterministic for a seed without reseeding the
 caller's generators, and a run resumed from a checkpoint ends exactly where an
 uninterrupted one does.
 
@@ -30,15 +30,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch.func import functional_call, grad, vmap
 
-from .losses import bradley_terry_loss, conservative_bradley_terry_loss, unbiased_bradley_terry_loss
-from .loop import EpochPlan, Learner, StepOutput, TrainingHistory, TrainingLoop, steps_per_run
-from .pairs import PairBatch, pair_batch, prepare_pairs, shuffled_order
-from .reward_model import RewardHead, RewardModel
-from .runtime import PRECISIONS, resolve_device, single_threaded
+from ..engine.losses import bradley_terry_loss, conservative_bradley_terry_loss, unbiased_bradley_terry_loss
+from ..engine.config import RunConfig
+from ..engine.learner import Learner, StepOutput, TrainingHistory, shuffled_order
+from ..engine.loop import EpochPlan, TrainingLoop
+from .pairs import PairBatch, pair_batch, prepare_pairs
+from .model import RewardHead, RewardModel
+from ..engine.runtime import single_threaded
 
 __all__ = ["LOSSES", "BradleyTerryTrainer", "PairBatch", "TrainingConfig", "TrainingHistory", "head_gradient_norms"]
 
@@ -51,42 +54,30 @@ LOSSES = {
 # Lower bounds of a batch's mean loss: unbounded, the unbiased loss drives margins to infinity
 # (the non-negative risk correction, see unbiased_bradley_terry_loss).
 BATCH_FLOORS = {"unbiased": 0.0}
-# Fields that change how a run is watched or stored, not what it computes: a resumed run may change them.
-BOOKKEEPING = ("progress", "log_every", "checkpoint_dir", "checkpoint_every", "feature_cache_dir", "eval_batch_size")
-
-
 @dataclass
-class TrainingConfig:
-    """Settings of a Bradley-Terry training run, with TRL's ``RewardConfig`` names where they exist.
+class TrainingConfig(RunConfig):
+    """Settings of a Bradley-Terry training run, on top of :class:`~course_lib.engine.config.RunConfig`
+    (TRL's ``RewardConfig`` names where they exist).
 
-    - ``lr``, ``weight_decay``: AdamW; ``lr_scheduler`` is a ``transformers``
-      scheduler name (``"linear"`` as in TRL, ``"constant"``, ``"cosine"``...) with
-      ``warmup_ratio`` of the steps warming up; ``max_grad_norm`` clips (``None``: off).
     - ``margin_column``: dataset column holding a per-pair margin (Llama 2), or ``None``.
     - ``center_rewards_coefficient``: weight of the ``(r_c + r_r)^2`` term, or ``None``.
     - ``loss``: ``"bradley_terry"`` (default), or a noise-robust variant from
-      :mod:`course_lib.losses`: ``"conservative"`` (label smoothing) or ``"unbiased"``
+      :mod:`course_lib.engine.losses`: ``"conservative"`` (label smoothing) or ``"unbiased"``
       (rDPO-style; a batch whose mean loss is below 0 does not step), both with
-      ``assumed_flip_rate``. Per-pair gradient
-      norms are recorded for the BT loss only (NaN otherwise).
+      ``assumed_flip_rate``. Per-pair gradient norms are recorded for the BT loss only
+      (NaN otherwise).
     - ``group_by_length``: the default epoch order batches pairs of similar token
       length together (less padding; ignored in frozen mode and with ``order_fn``).
     - ``forward_chunks``: a batch's sequences are sorted by length and encoded in
       this many groups, each padded to its own longest sequence (less padding, same
       result; 1 = one padded forward pass, which suits large GPU batches).
-    - ``eval_batch_size``: batch size for evaluation and for computing features.
-    - ``log_every``: steps between loss updates on the progress bar.
     - ``record_grad_norms``: record each pair's gradient norm (Chapter 03's
       dynamics); it costs most of a frozen-mode step, so sweeps turn it off (NaN).
-    - ``checkpoint_dir``: where a checkpoint is written after every epoch and, with
-      ``checkpoint_every``, every that many steps; ``None``: no checkpoints.
     - ``feature_cache_dir``: disk cache for frozen-mode features, or ``None``.
     - ``keep_best``: early stopping. With an ``eval_dataset``, ``fit`` ends with the
       trainable weights of the epoch whose eval accuracy was highest (the first such
       epoch); ``history.best_epoch`` says which. On noisy labels the eval set is a
       noisy validation split, as a practitioner would have (Chapter 05's baseline).
-    - ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``;
-      ``precision``: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast, :mod:`course_lib.runtime`).
 
     The maximum sequence length belongs to the model (``RewardModelConfig.max_length``)
     because scoring must truncate the same way training did.
@@ -96,47 +87,26 @@ class TrainingConfig:
 
     lr: float = 1e-3
     epochs: int = 3
-    batch_size: int = 32
-    weight_decay: float = 0.0
     lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.0
-    max_grad_norm: float | None = None
-    seed: int = 0
     margin_column: str | None = None
     center_rewards_coefficient: float | None = None
     loss: str = "bradley_terry"
     assumed_flip_rate: float = 0.0
     group_by_length: bool = True
     forward_chunks: int = 2
-    eval_batch_size: int = 64
-    log_every: int = 10
     record_grad_norms: bool = True
-    progress: bool = True
-    checkpoint_dir: str | Path | None = None
-    checkpoint_every: int | None = None
     feature_cache_dir: str | Path | None = None
     keep_best: bool = False
-    device: str = "cpu"
-    precision: str = "fp32"
+
+    BOOKKEEPING: ClassVar[tuple[str, ...]] = RunConfig.BOOKKEEPING + ("feature_cache_dir",)
+    POSITIVE: ClassVar[tuple[str, ...]] = RunConfig.POSITIVE + ("forward_chunks",)
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "forward_chunks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainingConfig: {name} must be >= 1, got {getattr(self, name)}")
+        super().__post_init__()
         if self.loss not in LOSSES:
-            raise ValueError(f"TrainingConfig: loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
+            self.fail(f"loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
         if self.loss != "bradley_terry" and (self.margin_column or self.center_rewards_coefficient is not None):
-            raise ValueError("TrainingConfig: margin_column and center_rewards_coefficient apply to loss='bradley_terry' only")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"TrainingConfig: precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
-        try:
-            self.device = str(resolve_device(self.device))  # "auto" is recorded as the device it picked
-        except ValueError as error:
-            raise ValueError(f"TrainingConfig: {error}") from None
-
-    def settings(self) -> dict:
-        """The fields that decide what a run computes (all but bookkeeping), for checkpoints."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in BOOKKEEPING}
+            self.fail("margin_column and center_rewards_coefficient apply to loss='bradley_terry' only")
 
 
 def head_gradient_norms(
@@ -187,7 +157,7 @@ class BradleyTerryTrainer(Learner):
     ``train_dataset`` / ``eval_dataset``: a ``datasets.Dataset`` or a list of dicts
     with string columns ``prompt``, ``chosen``, ``rejected``. ``order_fn(epoch,
     trainer)`` returns the dataset rows to visit in an epoch, in order (default:
-    :func:`course_lib.pairs.shuffled_order`). Texts are tokenized (or, in frozen
+    :func:`course_lib.engine.learner.shuffled_order`). Texts are tokenized (or, in frozen
     mode, encoded) once, here.
 
     Defined in Chapter 02.
@@ -196,21 +166,16 @@ class BradleyTerryTrainer(Learner):
     def __init__(
         self, model: RewardModel, train_dataset, config: TrainingConfig | None = None, eval_dataset=None, order_fn=None
     ):
-        self.config = config = config or TrainingConfig()
-        model.to(resolve_device(config.device))
+        config = config or TrainingConfig()
+        runtime = config.runtime()
+        model.to(runtime.device)
         prepare = partial(prepare_pairs, model, margin_column=config.margin_column, feature_batch_size=config.eval_batch_size,
                           feature_cache_dir=config.feature_cache_dir, progress=config.progress)
         self.train_data = prepare(train_dataset, "train_dataset")
         self.eval_data = None if eval_dataset is None else prepare(eval_dataset, "eval_dataset")
-        n_pairs = self.train_data.n_pairs
-        super().__init__(
-            model, n_pairs=n_pairs, epochs=config.epochs, total_steps=steps_per_run(n_pairs, config.batch_size, config.epochs),
-            lr=config.lr, weight_decay=config.weight_decay, lr_scheduler=config.lr_scheduler,
-            warmup_ratio=config.warmup_ratio, max_grad_norm=config.max_grad_norm, device=config.device,
-            precision=config.precision, seed=config.seed,
-        )
         if config.keep_best and eval_dataset is None:
             raise ValueError("TrainingConfig.keep_best needs an eval_dataset (a validation split) to pick the best epoch")
+        super().__init__(model, config, self.train_data.n_pairs, runtime=runtime)
         self.best: dict | None = None
         self.order_fn = order_fn or default_order
         self.single_threaded = model.config.mode == "frozen" and self.device.type == "cpu"
@@ -252,16 +217,6 @@ class BradleyTerryTrainer(Learner):
         return StepOutput(losses, None, stats, BATCH_FLOORS.get(self.config.loss))
 
     @torch.no_grad()
-    def pair_margins(self, batch: PairBatch) -> torch.Tensor:
-        """Per-pair reward margins ``r_chosen - r_rejected`` of a batch, without gradient (eval mode).
-
-        Defined in Chapter 02; used in Chapter 05 to sort pairs from easy to hard.
-        """
-        with single_threaded(self.single_threaded), self.autocast():
-            self.model.eval()
-            return self.forward(batch, self.model).stats["margin"]
-
-    @torch.no_grad()
     def evaluate(self, dataset=None) -> dict[str, float]:
         """Mean loss and accuracy (share of pairs with ``r_chosen > r_rejected``) on the eval set.
 
@@ -298,7 +253,7 @@ class BradleyTerryTrainer(Learner):
         self.best = state.get("best")
 
     def settings(self) -> dict:
-        return {**self.config.settings(), "n_pairs": self.n_pairs, "model": asdict(self.model.config)}
+        return {**self.config.settings(), "n_pairs": self.n_rows, "model": asdict(self.model.config)}
 
     def data_fingerprint(self) -> str:
         return self.train_data.fingerprint()
@@ -332,4 +287,4 @@ def default_order(epoch: int, trainer: BradleyTerryTrainer) -> torch.Tensor:
     """
     config = trainer.config
     lengths = trainer.train_data.lengths if config.group_by_length else None
-    return shuffled_order(trainer.n_pairs, config.seed, epoch, config.batch_size, lengths)
+    return shuffled_order(trainer.n_rows, config.seed, epoch, config.batch_size, lengths)

@@ -1,0 +1,5 @@
+"""Experiments made of many training runs, with their committed results.
+
+    reproduction  Chapter 05: one cell of the CRM grid (method x noise x seed), scored on MiniRewardBench
+    sweep         ``course sweep``: the whole grid, resumable, with its report
+"""
