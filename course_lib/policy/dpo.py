@@ -78,7 +78,7 @@ class DPOTrainer(PolicyLearner):
     Defined in Chapter 07.
     """
 
-    def __init__(self, policy, tokenizer, dataset, config: DPOConfig | None = None, reference_logps=None):
+    def __init__(self, policy, config: DPOConfig | None, dataset, *, tokenizer, reference_logps=None):
         config = config or DPOConfig()
         for column in ("prompt", "chosen", "rejected"):
             if column not in dataset.column_names:

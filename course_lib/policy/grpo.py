@@ -176,7 +176,7 @@ class GRPOTrainer(PolicyLearner):
     Defined in Chapter 08.
     """
 
-    def __init__(self, policy, tokenizer, prompts, reward_fn, config: GRPOConfig | None = None, reference=None,
+    def __init__(self, policy, config: GRPOConfig | None, prompts, *, tokenizer, reward_fn, reference=None,
                  monitors: dict | None = None):
         config = config or GRPOConfig()
         if world_size() > 1:

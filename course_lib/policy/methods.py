@@ -106,7 +106,8 @@ def train_dpo_method(method: str, reference, tokenizer, pairs, config: DPOConfig
     reference_logps = None if reference_scores is None else reference_scores.lookup(pairs)
 
     def trainer(seed: int) -> DPOTrainer:
-        return DPOTrainer(copy.deepcopy(reference), tokenizer, pairs, replace(config, seed=seed), reference_logps)
+        return DPOTrainer(copy.deepcopy(reference), replace(config, seed=seed), pairs, tokenizer=tokenizer,
+                          reference_logps=reference_logps)
 
     if isinstance(recipe, OneModel):
         single = trainer(config.seed)

@@ -95,7 +95,7 @@ class PolicyLearner(Learner):
 
 
 class SFTTrainer(PolicyLearner):
-    """SFT of ``model`` on the (``prompt``, ``response_column``) rows of ``dataset``.
+    """SFT of ``model`` on the (``prompt``, ``response_column``) rows of ``dataset``, tokenized by ``tokenizer``.
 
     A row's loss is the mean NLL of its response tokens (end token included): every
     answer counts the same, long or short. ``fit()`` trains and returns the history
@@ -104,7 +104,7 @@ class SFTTrainer(PolicyLearner):
     Defined in Chapter 07.
     """
 
-    def __init__(self, model, tokenizer, dataset, config: PolicyTrainingConfig | None = None,
+    def __init__(self, model, config: PolicyTrainingConfig | None, dataset, *, tokenizer,
                  response_column: str = "chosen"):
         config = config or PolicyTrainingConfig()
         for column in ("prompt", response_column):

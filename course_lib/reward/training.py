@@ -154,7 +154,8 @@ def head_gradient_norms(
 class BradleyTerryTrainer(Learner):
     """Train a reward model on ``(prompt, chosen, rejected)`` pairs with the Bradley-Terry loss.
 
-    ``train_dataset`` / ``eval_dataset``: a ``datasets.Dataset`` or a list of dicts
+    Every trainer of the course takes ``(model, config, data)``; ``config=None`` is the
+    default :class:`TrainingConfig`. ``train_dataset`` / ``eval_dataset``: a ``datasets.Dataset`` or a list of dicts
     with string columns ``prompt``, ``chosen``, ``rejected``. ``order_fn(epoch,
     trainer)`` returns the dataset rows to visit in an epoch, in order (default:
     :func:`course_lib.engine.learner.shuffled_order`). Texts are tokenized (or, in frozen
@@ -163,9 +164,8 @@ class BradleyTerryTrainer(Learner):
     Defined in Chapter 02.
     """
 
-    def __init__(
-        self, model: RewardModel, train_dataset, config: TrainingConfig | None = None, eval_dataset=None, order_fn=None
-    ):
+    def __init__(self, model: RewardModel, config: TrainingConfig | None, train_dataset, eval_dataset=None,
+                 order_fn=None):
         config = config or TrainingConfig()
         runtime = config.runtime()
         model.to(runtime.device)

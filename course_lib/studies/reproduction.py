@@ -230,7 +230,7 @@ def train_method(method: str, base: RewardModel, train, config: ReproductionConf
         model = new_model(base, config, model_seed)
         settings = TrainingConfig(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size, seed=model_seed,
                                   record_grad_norms=False, progress=False, device=device, **loss)
-        return model, BradleyTerryTrainer(model, pairs, settings, eval_dataset=eval_pairs)
+        return model, BradleyTerryTrainer(model, settings, pairs, eval_dataset=eval_pairs)
 
     recipe = ROBUST_METHODS[method]
     if isinstance(recipe, OneModel):
