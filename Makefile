@@ -4,6 +4,8 @@
 # and, for maintainers and instructors:
 #   make site           the course website in build/site/ (offline; SOURCE=build/smoke for a profile run)
 #   make test-browser   Chromium checks of the site and of JupyterLab (installs Debian's chromium if missing)
+#   make test-min-versions   the unit tests against the lowest versions pyproject.toml allows
+#                       (constraints-min.txt), in a scratch venv, build/min-venv
 # Set-up is idempotent: a second run only checks a stamp file.
 
 PYTHON  ?= python3.11
@@ -21,7 +23,7 @@ SOURCE  ?=
 # Root installs system packages directly; anyone else through sudo.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup course test check exercises clean site test-browser browser-setup
+.PHONY: setup course test check exercises clean site test-browser browser-setup test-min-versions
 
 setup: $(STAMP)
 
@@ -57,6 +59,25 @@ $(BROWSER_STAMP): $(STAMP)
 
 test-browser: browser-setup site
 	COURSE_BROWSER_TESTS=1 COURSE_SITE_DIR=$(SITE) $(BIN)/python -m pytest tests/browser
+
+# The lower ends of pyproject.toml's ranges, tested: a fresh venv with every direct dependency at the
+# version constraints-min.txt pins (each equal to its lower bound), newest compatible transitive
+# dependencies, then the unit tests (not the notebooks). Not part of 'make test'.
+MIN_VENV  ?= build/min-venv
+MIN_STAMP := $(MIN_VENV)/.min-setup
+
+$(MIN_STAMP): pyproject.toml constraints-min.txt
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python -m pip install --quiet -c constraints-min.txt torch
+	$(MIN_VENV)/bin/python -m pip install --quiet -c constraints-min.txt -e '.[dev]'
+	$(MIN_VENV)/bin/python -m pip check
+	$(MIN_VENV)/bin/python -m pip freeze --exclude-editable > $(MIN_VENV)/freeze.txt
+	touch $(MIN_STAMP)
+
+test-min-versions: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python -m pytest -m "not notebook" -p no:cacheprovider -n $(PYTEST_WORKERS)
 
 check: setup
 	$(BIN)/course check
