@@ -4,8 +4,8 @@
 # and, for maintainers and instructors:
 #   make site           the course website in build/site/ (offline; SOURCE=build/smoke for a profile run)
 #   make test-browser   Chromium checks of the site and of JupyterLab (installs Debian's chromium if missing)
-#   make test-min-versions   the unit tests against the lowest versions pyproject.toml allows
-#                       (constraints-min.txt), in a scratch venv, build/min-venv
+#   make test-min-versions   the unit and kernel tests against the lowest versions pyproject.toml
+#                       allows (constraints-min.txt), in a scratch venv, build/min-venv
 # Set-up is idempotent: a second run only checks a stamp file.
 
 PYTHON  ?= python3.11
@@ -62,9 +62,11 @@ test-browser: browser-setup site
 
 # The lower ends of pyproject.toml's ranges, tested: a fresh venv with every direct dependency at the
 # version constraints-min.txt pins (each equal to its lower bound), newest compatible transitive
-# dependencies, then the unit tests (not the notebooks). Not part of 'make test'.
+# dependencies, then the unit tests and the tests that run small notebooks in a kernel (papermill,
+# nbclient, ipykernel, matplotlib inline); no chapter notebook runs. Not part of 'make test'.
 MIN_VENV  ?= build/min-venv
 MIN_STAMP := $(MIN_VENV)/.min-setup
+MIN_NO_CHAPTERS := not smoke_run and not runs_clean and not nbval and not newest_chapter
 
 $(MIN_STAMP): pyproject.toml constraints-min.txt
 	rm -rf $(MIN_VENV)
@@ -74,10 +76,13 @@ $(MIN_STAMP): pyproject.toml constraints-min.txt
 	$(MIN_VENV)/bin/python -m pip install --quiet -c constraints-min.txt -e '.[dev]'
 	$(MIN_VENV)/bin/python -m pip check
 	$(MIN_VENV)/bin/python -m pip freeze --exclude-editable > $(MIN_VENV)/freeze.txt
+	$(MIN_VENV)/bin/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (reward course, lowest versions)"
 	touch $(MIN_STAMP)
 
 test-min-versions: $(MIN_STAMP)
 	$(MIN_VENV)/bin/python -m pytest -m "not notebook" -p no:cacheprovider -n $(PYTEST_WORKERS)
+	$(MIN_VENV)/bin/python -m pytest -m notebook -k "$(MIN_NO_CHAPTERS)" -p no:cacheprovider -n $(PYTEST_WORKERS) \
+	  tests/test_notebooks.py tests/test_grading.py
 
 check: setup
 	$(BIN)/course check
