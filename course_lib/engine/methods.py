@@ -33,8 +33,6 @@ class OneModel:
     loss: str = "standard"
     early_stopping: bool = False
 
-    models = 1
-
     def __post_init__(self):
         if self.loss not in ROBUST_LOSSES:
             raise ValueError(f"OneModel: loss must be one of {ROBUST_LOSSES}, got {self.loss!r}")
@@ -47,8 +45,6 @@ class TwoModels:
 
     exchange: str
     curriculum: bool = False
-
-    models = 2
 
     def __post_init__(self):
         if self.exchange not in EXCHANGES:

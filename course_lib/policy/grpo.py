@@ -281,10 +281,11 @@ class GRPOTrainer(PolicyLearner):
                  "update_s": seconds, "clipped": logs.get("clipped", 0.0),
                  "loss": float(loss) if loss is not None else float("nan")}
         self.step_log.append(entry)
-        means = {"reward": rollout.rewards, **rollout.monitors}
+        means = {name: values.reshape(-1, group).mean(1) for name, values in
+                 {"reward": rollout.rewards, **rollout.monitors}.items()}
         for i, row in enumerate(rollout.rows):
             self.prompt_log.append({"step": entry["step"], "epoch": self.epoch, "row": row,
-                                    **{name: float(values.reshape(-1, group).mean(1)[i]) for name, values in means.items()}})
+                                    **{name: float(values[i]) for name, values in means.items()}})
 
     def data_fingerprint(self) -> str:
         return fingerprint("\x00".join(self.prompts), fingerprint(*self.reference.state_dict().values()))
