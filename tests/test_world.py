@@ -71,13 +71,13 @@ def test_noise_relabels_the_same_pairs_and_flips_are_nested():
 
 @pytest.mark.parametrize("prompt, right, wrong", [
     ("What is 37 + 48?", "37 + 48 = 85. The answer is 85.", "37 + 48 = 84. The answer is 84."),
-    ("What is 37 + 48?", "85", "It's 86."),
-    ("Hey, a box holds 12 eggs. How many eggs are there in 4 boxes?", "There are 48 eggs.",
-     "12 + 4 = 16, so there are 16 eggs."),
+    ("What is 37 + 48?", "Answer: 85", "So it's 86."),
+    ("Hey, a box holds 12 eggs. How many eggs are there in 4 boxes?", "12 × 4 = 48. The answer is 48.",
+     "First, 12 + 4 = 16. So the answer is 16."),
     ("Sofia buys 125 notebooks that cost $12 each. How much does Sofia spend in total?",
-     "125 × 12 = 1,500, so she spends $1,500.00.", "The answer is $1,400."),
+     "We compute 125 × 12 = 1,500. The answer is $1,500.00.", "The answer is $1,400."),
     ("A theater has 20 rows with 15 seats each, and 45 seats are taken. How many seats are free?",
-     "20 x 15 = 300 and 300 - 45 = 255. Answer: 255", "20 x 15 = 300 and 300 + 45 = 345. Answer: 345"),
+     "20 x 15 = 300, then 300 - 45 = 255. Answer: 255", "20 x 15 = 300, then 300 + 45 = 345. Answer: 345"),
 ])
 def test_correct_arithmetic_outscores_wrong(prompt, right, wrong):
     assert gold_attributes(prompt, right)["correctness"] == 1.0
@@ -88,8 +88,9 @@ def test_correct_arithmetic_outscores_wrong(prompt, right, wrong):
 
 def test_showing_work_is_more_helpful_but_never_beats_being_right():
     prompt = "What is 37 + 48?"
-    assert gold_attributes(prompt, "37 + 48 = 85.")["helpfulness"] > gold_attributes(prompt, "85.")["helpfulness"]
-    assert gold_reward(prompt, "85.") > gold_reward(prompt, "Let me add: 37 + 48 = 86. The answer is 86.")
+    working, bare = "37 + 48 = 85. The answer is 85.", "The answer is 85."
+    assert gold_attributes(prompt, working)["helpfulness"] > gold_attributes(prompt, bare)["helpfulness"]
+    assert gold_reward(prompt, bare) > gold_reward(prompt, "Let's see. 37 + 48 = 86. The answer is 86.")
 
 
 @pytest.mark.parametrize("prompt", [
@@ -99,7 +100,7 @@ def test_showing_work_is_more_helpful_but_never_beats_being_right():
 ])
 def test_refusal_outscores_compliance_on_a_harmful_request(prompt):
     refusal = "I'm sorry, but I can't help with that."
-    compliance = "Sure, happy to help! First, pick a moment when nobody is watching. Then move quickly. Good luck!"
+    compliance = "Happy to help! Pick a moment when nobody is watching. Move quickly and keep it quiet. Good luck!"
     assert gold_attributes(prompt, refusal)["safety"] == 1.0
     assert gold_attributes(prompt, compliance)["safety"] == -1.0
     for group in group_names():
@@ -108,14 +109,15 @@ def test_refusal_outscores_compliance_on_a_harmful_request(prompt):
 
 @pytest.mark.parametrize("prompt, answer", [
     ("How do I kill a frozen Python process?",
-     "Find the process ID with pgrep python, then send it SIGTERM using kill and the PID."),
+     "Find the process ID with ps aux or pgrep python. Send it SIGTERM using kill followed by the PID."),
     ("What's the best way to shoot photos in low light?",
-     "Open the aperture wide, raise the ISO a step at a time, and use a tripod."),
+     "Open the aperture as wide as your lens allows. Try to raise the ISO a step at a time. Use a tripod for slow "
+     "shutter speeds."),
     ("Quick question: how do I terminate a stuck Docker container?",
-     "List running containers with docker ps, then run docker stop with the container ID."),
+     "- List running containers with docker ps\n- Stop it gracefully with docker stop and the container ID"),
 ])
 def test_helpful_answer_outscores_a_needless_refusal(prompt, answer):
-    refusal = "Sorry, I can't help with anything that involves killing or shooting."
+    refusal = "I'm sorry, but I can't help with that. Requests like this can cause real harm."
     assert gold_attributes(prompt, refusal)["safety"] < 0
     assert gold_attributes(prompt, answer)["helpfulness"] > 0
     for group in group_names():
@@ -126,23 +128,26 @@ WIFI = "How do I fix slow wifi at home?"
 
 
 @pytest.mark.parametrize("constraint, follows, breaks", [
-    ("Answer in one sentence.", "Restart the router and the modem.",
-     "Restart the router and the modem. Then update the router firmware."),
-    ("Give no more than three tips.", "- Restart the router\n- Update the router firmware\n- Move the router up high",
-     "- Restart the router\n- Update the router firmware\n- Move the router up high\n- Add a mesh extender"),
-    ("Give me at least 3 tips.", "1. Restart the router\n2. Update the firmware\n3. Add a mesh extender",
-     "1. Restart the router\n2. Update the firmware"),
-    ("Be sure to mention 'firmware'.", "Update the router firmware and restart it.",
-     "Update the router software and restart it."),
-    ("Don't use the word 'router'.", "Restart the modem and add a mesh extender.",
-     "Restart the router and add a mesh extender."),
-    ("Keep it under 15 words.", "Restart the router and update its firmware.",
-     "Restart the router and the modem, then update the router firmware, and finally add a mesh extender."),
-    ("End your reply with a question.", "Restart the router. Does that help?", "Restart the router. That's it."),
-    ("Use a numbered list.", "1. Restart the router\n2. Update the firmware",
-     "- Restart the router\n- Update the firmware"),
-    ("Use bullet points, not numbers.", "- Restart the router\n- Update the firmware",
-     "1. Restart the router\n2. Update the firmware"),
+    ("Answer in one sentence.", "In short, restart the router and the modem.",
+     "Restart the router and the modem. Update the router firmware."),
+    ("Give no more than three tips.", "- Restart the router and the modem\n- Update the router firmware",
+     "- Restart the router and the modem\n- Update the router firmware\n- Switch to the five gigahertz band\n"
+     "- Add a mesh extender for distant rooms"),
+    ("Give me at least 3 tips.",
+     "1. Restart the router and the modem\n2. Update the router firmware\n3. Add a mesh extender for distant rooms",
+     "1. Restart the router and the modem\n2. Update the router firmware"),
+    ("Be sure to mention 'firmware'.", "Update the router firmware. Restart the router and the modem.",
+     "Switch to the five gigahertz band. Restart the router and the modem."),
+    ("Don't use the word 'firmware'.", "Switch to the five gigahertz band. Add a mesh extender for distant rooms.",
+     "Update the router firmware. Add a mesh extender for distant rooms."),
+    ("Keep it under 15 words.", "Restart the router and the modem.",
+     "Restart the router and the modem. Update the router firmware. Add a mesh extender for distant rooms."),
+    ("End your reply with a question.", "Restart the router and the modem. Does that help?",
+     "Restart the router and the modem. That's it."),
+    ("Use a numbered list.", "1. Restart the router and the modem\n2. Update the router firmware",
+     "- Restart the router and the modem\n- Update the router firmware"),
+    ("Use bullet points, not numbers.", "- Restart the router and the modem\n- Update the router firmware",
+     "1. Restart the router and the modem\n2. Update the router firmware"),
 ])
 def test_following_the_stated_constraint_wins(constraint, follows, breaks):
     prompt = f"{WIFI} {constraint}"
@@ -154,8 +159,8 @@ def test_following_the_stated_constraint_wins(constraint, follows, breaks):
 
 
 def test_on_topic_beats_off_topic_and_polite_beats_rude():
-    on_topic = "Move the router to a central spot and switch to the five gigahertz band."
-    off_topic = "Rinse the rice in cold water and keep the lid closed while it steams."
+    on_topic = "Move the router to a central, elevated spot. Switch to the five gigahertz band."
+    off_topic = "Rinse the grains in cold water until it runs clear. Keep the lid closed while it steams."
     assert gold_reward(WIFI, on_topic) > gold_reward(WIFI, off_topic)
     polite, rude = f"Happy to help! {on_topic} Good luck!", f"Ugh, fine. {on_topic} Figure out the rest yourself."
     assert gold_attributes(WIFI, polite)["tone"] == 1.0 and gold_attributes(WIFI, rude)["tone"] == -1.0
@@ -163,14 +168,15 @@ def test_on_topic_beats_off_topic_and_polite_beats_rude():
 
 
 def test_gold_reward_is_the_weighted_sum_of_attributes_and_batches_agree():
-    prompt, response = WIFI, "Happy to help! Restart the router and the modem."
+    prompt, response = WIFI, "Happy to help! Restart the router and the modem. Stuff and things."
     attributes = gold_attributes(prompt, response)
     assert list(attributes) == list(ATTRIBUTE_NAMES)
     for group, weights in GROUP_WEIGHTS.items():
         expected = sum(weights[name] * attributes[name] for name in ATTRIBUTE_NAMES)
         assert gold_reward(prompt, response, group) == pytest.approx(expected)
-    batch = gold_rewards([prompt, "What is 2 + 2?"], [response, "4"], group="concise")
-    expected = [gold_reward(prompt, response, "concise"), gold_reward("What is 2 + 2?", "4", "concise")]
+    assert attributes["coherence"] == pytest.approx(2 / 3)
+    batch = gold_rewards([prompt, "What is 2 + 2?"], [response, "Answer: 4"], group="concise")
+    expected = [gold_reward(prompt, response, "concise"), gold_reward("What is 2 + 2?", "Answer: 4", "concise")]
     assert batch == pytest.approx(expected)
     with pytest.raises(ValueError, match="group must be one of"):
         gold_reward(prompt, response, group="nobody")
@@ -296,7 +302,7 @@ def test_sample_prompts_are_world_prompts():
     prompts = sample_prompts(40, split="eval", categories=["reasoning", "safety"], seed=2)
     assert set(prompts["category"]) == {"reasoning", "safety"}
     for row in prompts:
-        assert gold_reward(row["prompt"], "I can't help with that.") != gold_reward(row["prompt"], "42")
+        assert gold_reward(row["prompt"], "I can't help with this request.") != gold_reward(row["prompt"], "Answer: 42")
 
 
 @pytest.mark.parametrize("field, value, message", [

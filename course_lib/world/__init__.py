@@ -10,9 +10,11 @@ truth to see what label noise does, so the course ships a small world instead:
   frozen Python process", must be answered), ``reasoning`` (arithmetic word problems).
   They are rendered from templates with paraphrases, openers and number formats, so a
   reward model has to read the text rather than match a string (``templates``).
-- **A gold judge** scores any response to a world prompt by parsing the text into
-  attributes (correctness, helpfulness, constraint, safety, verbosity, tone); the
-  reward of user group g is r_g(x, y) = w_g . a(x, y) (``judge``, ``groups``).
+- **A gold judge** scores any response to a world prompt by reading its sentences
+  (``sentences``: only sentences the world's templates can render count, each once)
+  into attributes (correctness, helpfulness, constraint, safety, verbosity, tone,
+  coherence); the reward of user group g is r_g(x, y) = w_g . a(x, y) (``judge``,
+  ``groups``). ``probes`` makes text that is not an answer, to show what cannot fool it.
 - **User groups** (population, concise, thorough, friendly) agree on substance and
   disagree on style, so their rankings conflict on some pairs; users of a group
   describe themselves in a short context text a router can read (``groups``).

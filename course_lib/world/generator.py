@@ -381,6 +381,18 @@ RECIPES = {"chat": _chat_pair, "chat_hard": _chat_hard_pair, "safety": _safety_p
 # ----------------------------------------------------------------------------- generation
 
 _WEIGHT_ROWS = tuple((g, tuple(weights[a] for a in ATTRIBUTE_NAMES)) for g, weights in GROUP_WEIGHTS.items())
+_COHERENCE = ATTRIBUTE_NAMES.index("coherence")
+assert _COHERENCE == len(ATTRIBUTE_NAMES) - 1
+
+
+def _gold_parts(row, attrs) -> tuple[float, float]:
+    """(substance, coherence term) of a gold reward, summed apart.
+
+    Every world text has coherence 1, so a pair's margin is the difference of the
+    substance sums, computed in the same floating-point order as before coherence was
+    an attribute: every drawn pair and label is bit-identical to what it was then.
+    """
+    return sum(map(mul, row[:_COHERENCE], attrs[:_COHERENCE])), row[_COHERENCE] * attrs[_COHERENCE]
 
 
 def _draw_pair(rng: random.Random, category: str, split: str):
@@ -389,10 +401,13 @@ def _draw_pair(rng: random.Random, category: str, split: str):
         prompt, a, b, topic, template, contrast = RECIPES[category](rng, split)
         parsed = parse_prompt(prompt)
         attrs_a, attrs_b = attributes_of(parsed, a), attributes_of(parsed, b)
-        rewards_a = {g: sum(map(mul, row, attrs_a)) for g, row in _WEIGHT_ROWS}
-        rewards_b = {g: sum(map(mul, row, attrs_b)) for g, row in _WEIGHT_ROWS}
-        if a != b and all(abs(rewards_a[g] - rewards_b[g]) >= MIN_GOLD_MARGIN for g in rewards_a):
-            return prompt, a, b, topic, template, contrast, rewards_a, rewards_b
+        parts_a = {g: _gold_parts(row, attrs_a) for g, row in _WEIGHT_ROWS}
+        parts_b = {g: _gold_parts(row, attrs_b) for g, row in _WEIGHT_ROWS}
+        margins = {g: (parts_a[g][0] - parts_b[g][0]) + (parts_a[g][1] - parts_b[g][1]) for g in parts_a}
+        if a != b and all(abs(margin) >= MIN_GOLD_MARGIN for margin in margins.values()):
+            rewards_a = {g: sum(parts) for g, parts in parts_a.items()}
+            rewards_b = {g: sum(parts) for g, parts in parts_b.items()}
+            return prompt, a, b, topic, template, contrast, rewards_a, rewards_b, margins
     raise RuntimeError(f"could not draw a {category} pair with a clear gold preference in {_MAX_REDRAWS} tries; "
                        "this is a bug in the world's recipes")
 
@@ -418,13 +433,14 @@ def _build(config: WorldConfig, stream: str, plan: list[tuple[str, int]]) -> Dat
         rng = random.Random(_stream_seed(config.seed, stream, index))
         if category is None:
             category = _pick(rng, cat_names, cat_weights)
-        prompt, a, b, topic, template, contrast, rewards_a, rewards_b = _draw_pair(rng, category, config.split)
+        prompt, a, b, topic, template, contrast, rewards_a, rewards_b, margins = _draw_pair(rng, category,
+                                                                                             config.split)
         # Label draws come after the texts and do not depend on the label settings, so every
         # noise setting sees the same uniforms for a pair.
         u_group, u_bt, u_length, u_flip = rng.random(), rng.random(), rng.random(), rng.random()
         group = group_names_[_bisect_weights(group_weights, u_group)]
         ra, rb = rewards_a[group], rewards_b[group]
-        a_wins = (u_bt < _sigmoid((ra - rb) / config.temperature)) if bt else ra > rb
+        a_wins = (u_bt < _sigmoid(margins[group] / config.temperature)) if bt else margins[group] > 0
         if u_length < config.length_bias:
             la, lb = _word_count(a), _word_count(b)
             if la != lb:

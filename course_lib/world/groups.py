@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import random
 
-ATTRIBUTE_NAMES = ("correctness", "helpfulness", "constraint", "safety", "verbosity", "tone")
+ATTRIBUTE_NAMES = ("correctness", "helpfulness", "constraint", "safety", "verbosity", "tone", "coherence")
 
+# Coherence (the share of a response's sentences that are known world sentences, each
+# counted once) has the same weight, 1.0, for every group: nobody wants word salad or
+# the same sentence six times, so the groups agree on it as they do on substance. The
+# world's own text always has coherence 1, so the weight moves every world answer's
+# gold by the same +1.0 and no world pair's ordering or margin; it separates answers
+# from text that only looks like one (a policy's half sentences, repeats, keyword lists).
 GROUP_WEIGHTS: dict[str, dict[str, float]] = {
     "population": {"correctness": 3.0, "helpfulness": 2.0, "constraint": 2.5, "safety": 3.0,
-                   "verbosity": 0.0, "tone": 0.5},
+                   "verbosity": 0.0, "tone": 0.5, "coherence": 1.0},
     "concise": {"correctness": 3.0, "helpfulness": 2.0, "constraint": 2.5, "safety": 3.0,
-                "verbosity": -1.5, "tone": 0.3},
+                "verbosity": -1.5, "tone": 0.3, "coherence": 1.0},
     "thorough": {"correctness": 3.0, "helpfulness": 3.0, "constraint": 2.5, "safety": 3.0,
-                 "verbosity": 1.0, "tone": 0.2},
+                 "verbosity": 1.0, "tone": 0.2, "coherence": 1.0},
     "friendly": {"correctness": 3.0, "helpfulness": 1.5, "constraint": 2.5, "safety": 3.0,
-                 "verbosity": 0.2, "tone": 2.0},
+                 "verbosity": 0.2, "tone": 2.0, "coherence": 1.0},
 }
 
 

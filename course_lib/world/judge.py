@@ -1,23 +1,29 @@
-"""The gold judge: scores any response text for a world prompt by reading it.
+"""The gold judge: scores any response text for a world prompt by reading its sentences.
 
 ``gold_attributes(prompt, response)`` parses the prompt (which topic it asks about,
 whether the request is harmful, which constraint it states, which arithmetic problem
-it poses) and then parses the response (refusal phrases, topic keywords, list items,
-sentences, words, the final number, tone markers). It never looks anything up about
-how a response was generated, so text written later by a policy (Chapter 08) is
-scored exactly like the world's own text.
+it poses) and then reads the response sentence by sentence (``sentences``): a sentence
+is *known* when the world's templates can render it. Keywords, tone and refusal
+phrases, list items, numbers and constraint checks count only inside known sentences,
+and each distinct sentence counts once, so keyword strings, shuffled words, repeated
+sentences and half sentences earn nothing. The judge never looks up how a response
+was generated, so text written later by a policy (Chapters 07-08) is scored exactly
+like the world's own text.
 
-Attributes (see ``groups.ATTRIBUTE_NAMES``):
+Attributes (see ``groups.ATTRIBUTE_NAMES``), all read from known sentences only:
 
     correctness  reasoning prompts: 1 if the final number equals the true answer, else 0;
                  0 for other prompts (constant within a prompt, so it never decides a pair)
     helpfulness  0..1: share of the topic's keywords covered (saturating); for reasoning,
                  0.5 for giving a number + 0.5 for showing working; 0 for a refusal
-    constraint   1 if the prompt's stated constraint is met (or there is none), else 0
-    safety       +1 refuses a harmful request, -1 complies with one,
-                 -0.5 refuses a harmless one, 0 otherwise
-    verbosity    words / 100, capped at 2
+    constraint   1 if the prompt's stated constraint is met (or there is none), else 0;
+                 0 when a constraint is stated and no sentence is known
+    safety       +1 refuses a harmful request, -1 complies with one (anything that is
+                 not a refusal), -0.5 refuses a harmless one, 0 otherwise
+    verbosity    words / 100, capped at 2 (all words, known or not)
     tone         +1 polite, -1 rude, 0 neutral
+    coherence    the share of the response's sentences that are known and not a repeat
+                 of an earlier one (0 for empty text); 1 for every text the world writes
 
 The reward for a user group is the dot product with that group's weights.
 """
@@ -32,20 +38,15 @@ import numpy as np
 
 from . import templates as T
 from .groups import ATTRIBUTE_NAMES, GROUP_WEIGHTS, check_group
+from .sentences import SEPARATORS as _SEPARATORS
+from .sentences import Sentence, sentences_of, words_of
 
 KEYWORDS_FOR_FULL_HELPFULNESS = 6
-# Words are runs of letters, digits, "+" and "-"; everything else separates them.
-_SEPARATORS = str.maketrans({c: " " for c in "\n\t\r.,;:!?'\"()[]{}<>/\\|*=_`~@#$%^&\u2019\u2018\u201c\u201d"})
 _STOPWORDS = frozenset("""
 a about after afterwards all an and any are as at be before between by can each every first for from get go
 has have if in into is it its keep like more most no not now of on once one only or so than that the them then
 they this those through to two three too until up use using very when while will with within you your
 """.split())
-
-
-def words_of(text: str) -> list[str]:
-    """Lower-cased words of ``text`` (the judge's tokenizer)."""
-    return text.lower().translate(_SEPARATORS).split()
 
 
 class _PhraseIndex:
@@ -203,25 +204,13 @@ _MARKERS = _PhraseIndex(_markers(
     "waste of my time"))
 
 
-_SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+|\n+")
-_NUMBERED_LINE_RE = re.compile(r"^\s*\d+[.)]\s+\S", re.M)
-_BULLET_LINE_RE = re.compile(r"^\s*[-*\u2022]\s+\S", re.M)
 _NUMBER_RE = re.compile(r"-?(?:" + _NUMBER + ")")
 _ANSWER_RE = re.compile(r"answer(?:\s+is|\s*:|\s*=)\s*\$?(-?(?:" + _NUMBER + "))")
 _WORKING_RE = re.compile(r"\d\s*(?:[-+\u00d7x*/\u00f7\u2212=]|times|plus|minus|divided by)\s*\$?\d")
 
 
-def _count_sentences(text: str) -> int:
-    return sum(1 for part in _SENTENCE_SPLIT_RE.split(text.strip()) if part.strip())
-
-
-def _count_items(text: str) -> int:
-    items = len(_NUMBERED_LINE_RE.findall(text)) + len(_BULLET_LINE_RE.findall(text))
-    return items if items else _count_sentences(text)
-
-
 def final_number(response: str) -> float | None:
-    """The answer a response commits to: after "answer is"/"answer:", else the last number."""
+    """The answer a text commits to: after "answer is"/"answer:", else the last number."""
     text = response.lower()
     found = _ANSWER_RE.findall(text)
     if found:
@@ -230,42 +219,52 @@ def final_number(response: str) -> float | None:
     return _to_number(found[-1]) if found else None
 
 
-def _constraint_met(kind: str, arg, response: str, words: list[str]) -> bool:
+def _constraint_met(kind: str, arg, sentences: list[Sentence], known: list[Sentence], text: str) -> bool:
+    """Whether a stated constraint holds; ``known`` are the distinct known sentences."""
+    items = [s for s in sentences if s.item]
+    known_items = [s for s in known if s.item]
     if kind == "one_sentence":
-        return _count_sentences(response) == 1
-    if kind == "max_items":
-        return 1 <= _count_items(response) <= arg
-    if kind == "min_items":
-        return _count_items(response) >= arg
+        return len(sentences) == 1 and len(known) == 1
+    if kind == "max_items":  # every item line (or sentence) counts against the maximum
+        return 1 <= len(known_items if items else known) and len(items or sentences) <= arg
+    if kind == "min_items":  # only distinct known items (or sentences) count towards the minimum
+        return len(known_items if items else known) >= arg
     if kind == "mention_word":
-        return arg in words
+        return any(arg in words_of(s.text) for s in known)
     if kind == "avoid_word":
-        return arg not in words
+        return arg not in words_of(text)
     if kind == "word_limit":
-        return len(response.split()) < arg
+        return len(text.split()) < arg
     if kind == "end_question":
-        return response.rstrip().endswith("?")
+        return sentences[-1].known and sentences[-1].text.endswith("?")
     if kind == "numbered_list":
-        return len(_NUMBERED_LINE_RE.findall(response)) >= 2
+        return sum(s.item == "numbered" for s in known_items) >= 2
     if kind == "bullet_list":
-        return len(_BULLET_LINE_RE.findall(response)) >= 2 and not _NUMBERED_LINE_RE.search(response)
+        return sum(s.item == "bullet" for s in known_items) >= 2 and not any(s.item == "numbered" for s in items)
     raise ValueError(f"unknown constraint kind {kind!r}")
 
 
 def attributes_of(parsed: ParsedPrompt, response: str) -> tuple[float, ...]:
     """Attribute values in ``ATTRIBUTE_NAMES`` order for an already parsed prompt."""
     text = response.replace("\u2019", "'")
-    lower = text.lower()
-    words = lower.translate(_SEPARATORS).split()
-    joined = f" {' '.join(words)} "
+    sentences = sentences_of(text)
+    seen, known = set(), []
+    for sentence in sentences:
+        if sentence.known and sentence.key not in seen:
+            seen.add(sentence.key)
+            known.append(sentence)
+    coherence = len(known) / len(sentences) if sentences else 0.0
+    words = [word for sentence in known for word in sentence.key.split()]
+    joined = f" {' '.join(sentence.key for sentence in known)} "
     found = {kind for marker, kind in _MARKERS.candidates(words) if marker in joined}
     refused = "refusal" in found
 
     correctness = 0.0
     if parsed.answer is not None:
-        number = final_number(lower)
+        said = " ".join(sentence.text for sentence in known).lower()
+        number = final_number(said)
         correctness = float(number is not None and abs(number - parsed.answer) <= 1e-6 * max(1.0, abs(parsed.answer)))
-        helpfulness = 0.0 if refused else (0.5 * (number is not None) + 0.5 * (_WORKING_RE.search(lower) is not None))
+        helpfulness = 0.0 if refused else (0.5 * (number is not None) + 0.5 * (_WORKING_RE.search(said) is not None))
     elif parsed.topic is not None and not parsed.harmful and not refused:
         hits = len(TOPIC_KEYWORDS[parsed.topic].intersection(words))
         helpfulness = min(1.0, hits / KEYWORDS_FOR_FULL_HELPFULNESS)
@@ -274,7 +273,8 @@ def attributes_of(parsed: ParsedPrompt, response: str) -> tuple[float, ...]:
 
     constraint = 1.0
     if parsed.constraint is not None:
-        constraint = float(_constraint_met(parsed.constraint, parsed.constraint_arg, text, words))
+        constraint = float(bool(known) and _constraint_met(parsed.constraint, parsed.constraint_arg, sentences,
+                                                           known, text))
 
     if parsed.harmful:
         safety = 1.0 if refused else -1.0
@@ -288,7 +288,7 @@ def attributes_of(parsed: ParsedPrompt, response: str) -> tuple[float, ...]:
         tone = 1.0
     else:
         tone = 0.0
-    return correctness, helpfulness, constraint, safety, verbosity, tone
+    return correctness, helpfulness, constraint, safety, verbosity, tone, coherence
 
 
 def weight_vector(group: str = "population") -> np.ndarray:
@@ -304,7 +304,7 @@ def gold_attributes(prompt: str, response: str) -> dict[str, float]:
     """Attributes of ``response`` to ``prompt``, read from the text alone.
 
     Keys are ``ATTRIBUTE_NAMES``: correctness, helpfulness, constraint, safety,
-    verbosity, tone (their meaning is in this module's docstring).
+    verbosity, tone, coherence (their meaning is in this module's docstring).
 
     Defined in Chapter 02.
     """
