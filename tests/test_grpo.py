@@ -184,8 +184,8 @@ def test_grpo_resume_is_bit_identical(tokenizer, sft_policy, prompts, tmp_path):
 # ---------------------------------------------------------------- rewards
 def test_verifiable_reward_reads_constraint_safety_and_helpfulness():
     harmful = next(p for p in sample_prompts(200, categories=["safety"], seed=3)["prompt"]
-                   if gold_rewards([p], ["I can't help with that."])[0] > gold_rewards([p], ["Sure, here is how."])[0])
-    refusal, compliance = verifiable_reward([harmful] * 2, ["I can't help with that.", "Sure, here is how."])
+                   if gold_rewards([p], ["I can't help with this request."])[0] > gold_rewards([p], ["Move quickly and keep it quiet."])[0])
+    refusal, compliance = verifiable_reward([harmful] * 2, ["I can't help with this request.", "Move quickly and keep it quiet."])
     assert refusal > compliance
     values = verifiable_reward(sample_prompts(40, seed=4)["prompt"], ["Here are some tips."] * 40)
     assert values.min() >= -1 and values.max() <= 3

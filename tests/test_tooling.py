@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.tooling.checks import course_problems
+from course_lib.tooling.checks import course_problems, typed_numbers
 from course_lib.tooling.execute import declared_parameters, parse_parameter, run_course
 from course_lib.tooling.exercises import (
     MARKDOWN_STUB,
@@ -140,6 +140,28 @@ def test_check_flags_stray_state(mini_course):
     solution.cells[1].outputs = [nbformat.v4.new_output("stream", text="hi\n")]
     write_notebook(solution, mini_course / "solutions" / "99_demo.ipynb")
     assert "solutions/99_demo.ipynb, cell 1: has outputs" in "\n".join(course_problems(mini_course))
+
+
+@pytest.mark.parametrize("markdown, found", [
+    ("The policy gains 0.21 gold.", ["0.21"]),
+    ("It keeps 73% of the pairs, and 12.5 % more.", ["73%", "12.5 %"]),
+    ("Settings stay in code or math: `lr=0.001`, $\\beta = 0.1$, $$p = 0.5$$.", []),
+    ("A paper's figure, declared: about 73% agree.\n<!-- constants: 73% -->", []),
+    ("Declared 73% but not 0.4.\n<!-- constants: 73% -->", ["0.4"]),
+    ("arXiv 2505.10597, [a link](https://example.org/v1.2/x), version 3 of 4, the year 2023.", []),
+])
+def test_typed_numbers_finds_decimals_and_percentages_outside_code_math_and_declared_constants(markdown, found):
+    assert typed_numbers(markdown) == found
+
+
+def test_check_flags_a_measured_number_typed_in_markdown(mini_course):
+    lesson_path = mini_course / "notebooks" / "99_demo.ipynb"
+    lesson = nbformat.read(lesson_path, 4)
+    lesson.cells.append(nbformat.v4.new_markdown_cell("DPO gains 0.21 gold over SFT."))
+    write_notebook(lesson, lesson_path)
+    assert course_problems(mini_course) == [
+        "notebooks/99_demo.ipynb, cell 2: typed number(s) ['0.21'] in markdown; render measured numbers from the run "
+        "(display(Markdown(f\"...\"))), or declare a constant of the text with <!-- constants: ... -->"]
 
 
 def test_parameters_are_parsed_and_declared(mini_course):

@@ -5,7 +5,11 @@ real only when its interval excludes zero (``Estimate.excludes_zero``); otherwis
 text says "within noise".
 
 Defined in Chapter 02 (accuracies); paired bootstraps over seeds and benchmark items from
-Chapter 03, over prompts in Chapters 07-08.
+Chapter 03. Policies (Chapters 07-09) are compared with :func:`policy_difference`: the
+gold of both policies on the same prompts, seeds x prompts, a t interval that holds
+both the seed and the prompt variance; :func:`detectable_effect` states before a run
+what it can resolve, and :func:`error_bars` draws every interval (a bar without one is
+an error).
 """
 
 from __future__ import annotations
@@ -163,3 +167,108 @@ def difference_estimate(a, b, name: str = "difference_estimate") -> Estimate:
     quantile = float(stats.t.ppf(0.975, dof))
     mean = float(a.mean() - b.mean())
     return Estimate(mean, se, mean - quantile * se, mean + quantile * se, a.size + b.size)
+
+
+def policy_difference(a, b, *, confidence: float = 0.95, name: str = "policy_difference") -> Estimate:
+    """``mean(a - b)`` for two policies scored on the same prompts by several seeds, with a t interval.
+
+    ``a`` and ``b`` have shape ``(seeds, prompts)`` (or ``(prompts,)`` for one seed): the
+    gold of each policy's answer to each prompt, seed by seed; both arms answer the same
+    prompts. The difference ``d[s, p]`` has a seed effect, a prompt effect and a residual
+    (a two-way random-effects model), and its mean has variance
+
+        Var(mean d) = (MS_seed + MS_prompt - MS_residual) / (S P)
+
+    from the two-way ANOVA mean squares (each effect's share estimated without bias;
+    Searle, Casella & McCulloch 1992, ch. 4), so the interval holds both sources of noise:
+    which seeds trained the policies and which prompts judged them. The interval uses
+    Student's t with Satterthwaite's degrees of freedom, which stay small when seeds
+    are few (3 seeds: at most about 2 for the seed part), not +-1.96 SE. With one seed
+    it is the paired t interval over prompts. For many seeds it agrees with
+    ``paired_bootstrap`` on ``(seeds, items)`` arrays (the tests check both).
+
+    When ``k`` comparisons are read together (several methods against one baseline),
+    pass ``confidence=1 - 0.05 / k`` (Bonferroni): each interval widens so that all
+    ``k`` hold together with 95% probability, and a verdict survives the multiple tests.
+
+    Defined in Chapter 07; used for every policy comparison in Chapters 07-09.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim not in (1, 2) or a.size == 0:
+        raise ValueError(f"{name}: a and b must be paired arrays of shape (seeds, prompts) or (prompts,), "
+                         f"got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(f"{name}: a and b must be finite")
+    if not 0.5 < confidence < 1:
+        raise ValueError(f"{name}: confidence must be in (0.5, 1), got {confidence!r}")
+    d = np.atleast_2d(a - b)
+    n_seeds, n_prompts = d.shape
+    if n_prompts < 2:
+        raise ValueError(f"{name}: need at least 2 prompts, got {n_prompts}")
+    mean = float(d.mean())
+    prompt_means = d.mean(0)
+    ms_prompt = n_seeds * float(((prompt_means - mean) ** 2).sum()) / (n_prompts - 1)
+    if n_seeds == 1:
+        variance, dof = ms_prompt / n_prompts, n_prompts - 1
+    else:
+        seed_means = d.mean(1)
+        ms_seed = n_prompts * float(((seed_means - mean) ** 2).sum()) / (n_seeds - 1)
+        residual = d - seed_means[:, None] - prompt_means[None, :] + mean
+        ms_res = float((residual**2).sum()) / ((n_seeds - 1) * (n_prompts - 1))
+        terms = [(ms_seed, n_seeds - 1), (ms_prompt, n_prompts - 1), (-ms_res, (n_seeds - 1) * (n_prompts - 1))]
+        total = sum(ms for ms, _ in terms)
+        if total <= ms_res:  # negative variance components: fall back to the residual alone
+            terms, total = [(ms_res, (n_seeds - 1) * (n_prompts - 1))], ms_res
+        variance = total / (n_seeds * n_prompts)
+        denominator = sum(ms**2 / df for ms, df in terms)
+        dof = total**2 / denominator if denominator > 0 else n_seeds * n_prompts - 1
+    se = float(np.sqrt(variance))
+    quantile = float(stats.t.ppf(0.5 + confidence / 2, dof))
+    return Estimate(mean, se, mean - quantile * se, mean + quantile * se, d.size)
+
+
+def policy_mean(values, *, confidence: float = 0.95) -> Estimate:
+    """The mean gold of one policy over ``(seeds, prompts)``, with the same interval as :func:`policy_difference`.
+
+    Defined in Chapter 07.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    return policy_difference(values, np.zeros_like(values), confidence=confidence, name="policy_mean")
+
+
+def detectable_effect(sd: float, n: int, *, dof: float | None = None, power: float = 0.8,
+                      confidence: float = 0.95) -> float:
+    """The smallest true difference an experiment finds with probability ``power``.
+
+    ``sd`` is the standard deviation of one item's difference (e.g. per-prompt gold
+    differences, or ``sqrt(2)`` times one policy's per-prompt SD when nothing is known
+    about the pairing), ``n`` the number of items averaged. A two-sided test at
+    ``confidence`` then detects effects of at least
+
+        (t_{(1+confidence)/2} + t_{power}) * sd / sqrt(n)
+
+    (with ``dof`` degrees of freedom; normal quantiles when None). State it before an
+    experiment runs, so that "within noise" is read against what the run could have seen.
+
+    Defined in Chapter 07.
+    """
+    if not (sd >= 0 and np.isfinite(sd)) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"detectable_effect: need sd >= 0 and a positive integer n, got sd={sd!r}, n={n!r}")
+    quantile = (lambda q: float(stats.norm.ppf(q))) if dof is None else (lambda q: float(stats.t.ppf(q, dof)))
+    return (quantile(0.5 + confidence / 2) + quantile(power)) * float(sd) / np.sqrt(n)
+
+
+def error_bars(estimates) -> tuple[np.ndarray, np.ndarray]:
+    """``(means, yerr)`` for ``ax.bar``/``ax.errorbar`` from a list of :class:`Estimate`: asymmetric interval arms.
+
+    Every estimate must have an interval (a missing one is an error, never a zero-length bar).
+
+    Defined in Chapter 07.
+    """
+    estimates = list(estimates)
+    bad = [i for i, e in enumerate(estimates) if not (np.isfinite(e.low) and np.isfinite(e.high))]
+    if bad:
+        raise ValueError(f"error_bars: estimates {bad} have no interval; use policy_difference/policy_mean, "
+                         "which give one from a single seed too")
+    means = np.array([e.mean for e in estimates])
+    return means, np.array([[e.mean - e.low for e in estimates], [e.high - e.mean for e in estimates]])

@@ -20,16 +20,16 @@ from ..world import gold_rewards
 from .sampling import generate
 
 
-def on_policy_pairs(policy, tokenizer, prompts, *, scorer=gold_rewards, max_new_tokens: int = 96, temperature: float = 1.0,
-                    batch_size: int = 64, seed: int = 0, precision: str = "fp32",
+def on_policy_pairs(policy, tokenizer, prompts, *, scorer=None, group: str = "population", max_new_tokens: int = 96,
+                    temperature: float = 1.0, batch_size: int = 64, seed: int = 0, precision: str = "fp32",
                     progress: bool = False) -> Dataset:
-    """Two sampled answers per prompt, ordered by ``scorer(prompts, responses) -> rewards`` (default: gold).
+    """Two sampled answers per prompt, ordered by ``scorer(prompts, responses) -> rewards`` (default: ``group``'s gold).
 
     ``prompts``: a Dataset or dict with ``prompt`` and ``category``. Returns the pairs
     whose answers differ in score, with columns ``prompt``, ``category``, ``chosen``,
-    ``rejected``, ``gold_chosen``, ``gold_rejected`` (the gold judge's rewards, kept
-    as the truth whoever labelled) and ``is_flipped`` (False: labels are as the
-    scorer decided).
+    ``rejected``, ``gold_chosen``, ``gold_rejected`` (the gold rewards of user group
+    ``group``, kept as the truth whoever labelled) and ``is_flipped`` (False: labels
+    are as the scorer decided).
 
     Defined in Chapter 07.
     """
@@ -37,8 +37,8 @@ def on_policy_pairs(policy, tokenizer, prompts, *, scorer=gold_rewards, max_new_
     answers = [generate(policy, tokenizer, texts, max_new_tokens=max_new_tokens, temperature=temperature,
                         batch_size=batch_size, seed=seed * 2 + k, precision=precision,
                         progress=progress).texts for k in range(2)]
-    scores = [np.asarray(scorer(texts, a), dtype=np.float64) for a in answers]
-    gold = scores if scorer is gold_rewards else [gold_rewards(texts, a) for a in answers]
+    gold = [gold_rewards(texts, a, group=group) for a in answers]
+    scores = gold if scorer is None else [np.asarray(scorer(texts, a), dtype=np.float64) for a in answers]
     keep = [i for i in range(len(texts)) if scores[0][i] != scores[1][i] and answers[0][i] != answers[1][i]]
     better = [0 if scores[0][i] > scores[1][i] else 1 for i in keep]  # which sample wins each kept prompt
     return Dataset.from_dict({
