@@ -22,7 +22,9 @@ from course_lib.policy.logprobs import response_token_mask, token_logprobs
 from course_lib.policy.rewards import (
     best_of_n_curve,
     best_of_n_kl,
+    best_of_n_kl_ties,
     best_of_n_weights,
+    tie_rate,
     verifiable_reward,
 )
 from course_lib.reward.model import reward_model_reward
@@ -224,6 +226,31 @@ def test_best_of_n_curve_is_the_mean_over_every_subset():
         best_of_n_weights(4, 5)
     with pytest.raises(ValueError, match="one shape"):
         best_of_n_curve(proxy, gold[:, :3], [1])
+
+
+def test_best_of_n_kl_with_ties_is_exact_and_below_the_closed_form():
+    """The tie-aware KL equals brute force over every draw of n answers, is 0 when all tie, and is at most log n - (n-1)/n."""
+    rewards = np.array([[0.0, 1.0, 1.0, 2.0], [3.0, 3.0, 3.0, 3.0], [0.5, 0.1, 0.9, 0.3]])
+    for n in (1, 2, 3):
+        for row, values in enumerate(rewards):
+            best = np.zeros(len(values))  # probability that sample i is picked, ties broken at random
+            for draw in itertools.product(range(len(values)), repeat=n):
+                top = max(values[i] for i in draw)
+                winners = [i for i in draw if values[i] == top]
+                for i in winners:
+                    best[i] += 1 / len(winners) / len(values) ** n
+            kl = float(np.sum(best[best > 0] * np.log(best[best > 0] * len(values))))
+            assert best_of_n_kl_ties(values[None], [n])[0, 0] == pytest.approx(kl, abs=1e-12), (row, n)
+    assert best_of_n_kl_ties(rewards, [1, 4])[1].tolist() == [0.0, 0.0], "all answers tie: best-of-n is pi"
+    distinct = np.random.default_rng(0).normal(size=(1, 20_000))
+    for n in (2, 4, 16):
+        assert best_of_n_kl_ties(distinct, [n])[0, 0] == pytest.approx(best_of_n_kl(n), abs=2e-3)
+        assert (best_of_n_kl_ties(rewards, [n]) <= best_of_n_kl(n) + 1e-12).all()
+    assert tie_rate(rewards) == pytest.approx((2 + 4 + 0) / 12)
+    with pytest.raises(ValueError, match="positive int"):
+        best_of_n_kl_ties(rewards, [0])
+    with pytest.raises(ValueError, match="N >= 2"):
+        tie_rate(rewards[:, :1])
 
 
 def test_difference_estimate_is_welchs():

@@ -16,8 +16,10 @@ per answer), the interface :class:`~course_lib.policy.grpo.GRPOTrainer` and
   2023, "Scaling Laws for Reward Model Overoptimization"). The policy wing sees it only
   as a function of this interface.
 - Best-of-n: sample ``n`` answers, keep the one the reward prefers. No training, and a
-  KL to the policy that is known in closed form (:func:`best_of_n_kl`), so it is the
-  baseline every RL result is read against. :func:`best_of_n_curve` estimates the
+  KL to the policy that is known in closed form when answers never tie
+  (:func:`best_of_n_kl`, an upper bound otherwise) and exactly over a prompt's sampled
+  answers when they do (:func:`best_of_n_kl_ties`), so it is the baseline every RL
+  result is read against. :func:`best_of_n_curve` estimates the
   expected reward of best-of-n for every ``n`` up to ``N`` from ``N`` samples per prompt
   without bias.
 
@@ -53,6 +55,11 @@ def verifiable_reward(prompts, responses) -> np.ndarray:
 
 def best_of_n_kl(n: int) -> float:
     """``KL(best-of-n || pi) = log n - (n - 1) / n`` nats, for answers that never tie (Stiennon et al. 2020).
+
+    When answers can tie (a discrete policy, short templated answers, a reward that
+    gives several answers one score) this is only an upper bound (Beirami et al. 2024,
+    "Theoretical guarantees on the best-of-n alignment policy"):
+    :func:`best_of_n_kl_ties` gives the exact value over sampled answers.
 
     Defined in Chapter 08.
     """
@@ -101,3 +108,56 @@ def best_of_n_curve(proxy: np.ndarray, values: np.ndarray, ns) -> np.ndarray:
     order = np.argsort(proxy, axis=1, kind="stable")
     ranked = np.take_along_axis(values, order, axis=1)
     return np.stack([ranked @ best_of_n_weights(N, int(n)) for n in ns], axis=1)
+
+
+def tie_rate(rewards: np.ndarray) -> float:
+    """Share of sampled answers whose reward equals that of another answer to the same prompt.
+
+    ``rewards``: ``(prompts, N)``, N answers per prompt scored by the reward that picks.
+
+    Defined in Chapter 08.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"tie_rate: rewards must be a (prompts, N >= 2) array, got shape {rewards.shape}")
+    tied = [np.isin(row, values[counts > 1]) for row in rewards
+            for values, counts in [np.unique(row, return_counts=True)]]
+    return float(np.mean(tied))
+
+
+def best_of_n_kl_ties(rewards: np.ndarray, ns) -> np.ndarray:
+    r"""Exact ``KL(best-of-n || pi)`` per prompt and ``n`` when ``pi`` is the empirical distribution of N answers.
+
+    ``rewards``: ``(prompts, N)``; returns ``(prompts, len(ns))`` nats. Answers that tie
+    on reward form one level :math:`c` with probability :math:`p_c` (its share of the N
+    answers), :math:`F_c` the share of answers strictly below it. Best-of-n (ties broken
+    at random) lands in level :math:`c` with probability
+    :math:`q_c = (F_c + p_c)^n - F_c^n`, and within a level in proportion to ``pi``, so
+
+    .. math::
+
+        \mathrm{KL}(\pi_n \| \pi) = \sum_c q_c \lograc{q_c}{p_c}
+        \;\le\; \log n - rac{n-1}{n}
+
+    (Beirami et al. 2024). It is 0 when all N answers tie. With N distinct answers it
+    is the discrete analogue of the closed form, slightly below it for ``n`` near ``N``
+    (compare with the value for N distinct rewards to separate ties from finite N).
+
+    Defined in Chapter 08.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 2 or rewards.shape[1] < 1:
+        raise ValueError(f"best_of_n_kl_ties: rewards must be a (prompts, N) array, got shape {rewards.shape}")
+    ns = [int(n) for n in ns]
+    if any(n < 1 for n in ns):
+        raise ValueError(f"best_of_n_kl_ties: every n must be a positive int, got {ns}")
+    out = np.zeros((len(rewards), len(ns)))
+    for row, values in enumerate(rewards):
+        _, counts = np.unique(values, return_counts=True)  # levels in increasing order
+        p = counts / counts.sum()
+        below = np.concatenate([[0.0], np.cumsum(p)[:-1]])
+        for column, n in enumerate(ns):
+            q = np.clip(below + p, 0.0, 1.0) ** n - below**n
+            kept = q > 0
+            out[row, column] = float(np.sum(q[kept] * np.log(q[kept] / p[kept])))
+    return out
