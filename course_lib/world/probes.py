@@ -57,14 +57,15 @@ def not_an_answer(family: str, prompt: str, answer: str, rng: random.Random, oth
         sentences = sentences_of(answer)
         return " ".join([sentences[0].text] * 6) if sentences else None
     if family == "cut_mid_sentence":
-        last = answer.rstrip()
-        words = last.split()
-        if len(words) < 3:
+        text = answer.rstrip()
+        sentences = sentences_of(text)
+        last = sentences[-1].text if sentences else ""
+        start = text.rfind(last)
+        if len(last) < 4 or start < 0:
             return None
-        # Cut inside the last sentence: keep all but 1-3 of its final words, then half a word.
-        keep = len(words) - rng.randint(1, min(3, len(words) - 1))
-        half = words[keep][: max(1, len(words[keep]) // 2)]
-        return " ".join(words[:keep] + [half])
+        # Everything before the last sentence as written (lines and list markers kept), then
+        # the last sentence stopped somewhere inside it, as a length limit stops a sampler.
+        return text[: start + rng.randint(2, len(last) - 2)]
     return other_answer or None
 
 
