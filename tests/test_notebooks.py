@@ -81,6 +81,11 @@ CLAIMS = {
         ("dpo_equals_bt_at_optimum", operator.lt, 1e-6),
         ("optimum_beats_others", operator.gt, 0.0),
         ("tokenizer_round_trip", operator.ge, 1.0),
+        # one DPO step written out by hand equals DPOTrainer's step (the step itself moves weights by ~lr = 1e-4)
+        ("manual_dpo_step_gap", operator.lt, 1e-5),
+        # rDPO's gradient variance over label flips is 1 / (1 - 2 eta)^2 = 25 times DPO's at eta = 0.4 (exact per pair)
+        ("rdpo_variance_ratio", operator.gt, 24.9),
+        ("rdpo_variance_ratio", operator.lt, 25.1),
     ],
     "08_grpo": [
         # Mechanics at smoke size (a 1-layer policy, six GRPO steps): the toy policy-gradient check
@@ -89,6 +94,9 @@ CLAIMS = {
         ("toy_grpo_length_ratio", operator.gt, 0.86),  # (G - 1) / G = 0.875
         ("toy_grpo_length_ratio", operator.lt, 0.89),
         ("toy_k3_sd_near", operator.lt, 0.05),  # k1's sd is 0.098 on the same tokens
+        ("toy_rloo_length_ratio", operator.gt, 0.98),  # leave-one-out baseline: no (G - 1) / G shrinkage (1.001)
+        ("toy_rloo_length_ratio", operator.lt, 1.02),
+        ("grpo_step_by_hand_max_difference", operator.lt, 1e-6),  # the written-out step equals GRPOTrainer's
     ],
     "06_personalized_mixtures": [
         ("intransitive_gap", operator.gt, 0.6),  # 0.693 at every seed
