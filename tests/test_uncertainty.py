@@ -127,6 +127,14 @@ def test_policy_difference_uses_few_degrees_of_freedom_with_few_seeds_and_bonfer
     assert mean.mean == pytest.approx(a.mean()) and mean.low < a.mean() < mean.high
 
 
+def test_policy_difference_calls_rounding_noise_no_difference():
+    a = np.array([[0.1 + 0.2, 1.0, 2.0], [0.3, 1.0, 2.0]])
+    b = np.array([[0.3, 1.0, 2.0], [0.3, 1.0, 2.0]])
+    estimate = policy_difference(a, b)
+    assert estimate.mean == 0.0 and not estimate.excludes_zero
+    assert "within noise" in estimate.verdict()
+
+
 def test_policy_difference_rejects_unpaired_or_bad_input():
     with pytest.raises(ValueError, match="paired arrays"):
         policy_difference(np.zeros((2, 5)), np.zeros((2, 4)))

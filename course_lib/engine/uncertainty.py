@@ -201,7 +201,9 @@ def policy_difference(a, b, *, confidence: float = 0.95, name: str = "policy_dif
         raise ValueError(f"{name}: a and b must be finite")
     if not 0.5 < confidence < 1:
         raise ValueError(f"{name}: confidence must be in (0.5, 1), got {confidence!r}")
-    d = np.atleast_2d(a - b)
+    # Differences at the level of rounding (two arms that computed the same value two ways) are
+    # zero: otherwise identical arms would get a zero-width interval around 1e-16 and a verdict.
+    d = np.atleast_2d(np.where(np.isclose(a, b, rtol=1e-12, atol=1e-12), 0.0, a - b))
     n_seeds, n_prompts = d.shape
     if n_prompts < 2:
         raise ValueError(f"{name}: need at least 2 prompts, got {n_prompts}")
