@@ -136,8 +136,8 @@ def best_of_n_kl_ties(rewards: np.ndarray, ns) -> np.ndarray:
 
     .. math::
 
-        \mathrm{KL}(\pi_n \| \pi) = \sum_c q_c \lograc{q_c}{p_c}
-        \;\le\; \log n - rac{n-1}{n}
+        \mathrm{KL}(\pi_n \| \pi) = \sum_c q_c \log\frac{q_c}{p_c}
+        \;\le\; \log n - \frac{n-1}{n}
 
     (Beirami et al. 2024). It is 0 when all N answers tie. With N distinct answers it
     is the discrete analogue of the closed form, slightly below it for ``n`` near ``N``
