@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from course_lib.engine.losses import dpo_implied_rewards, dpo_loss, rpo_nll_loss
 from course_lib.policy import build_policy, train_tokenizer, world_texts
 from course_lib.policy.dpo import DPOConfig, DPOTrainer
-from course_lib.policy.evaluation import compare_policies, evaluate_policy
+from course_lib.policy.evaluation import PolicyEvaluation, compare_policies, evaluate_policy
 from course_lib.policy.logprobs import score_sequences, sequence_logprobs, token_logprobs
 from course_lib.policy.methods import ReferenceScores, train_dpo_method
 from course_lib.policy.onpolicy import flip_labels, on_policy_pairs, relabel_pairs
 from course_lib.policy.sequences import Sequences
-from course_lib.policy.sft import PolicyTrainingConfig, SFTTrainer
-from course_lib.engine.uncertainty import mean_estimate, paired_bootstrap
+from course_lib.policy.sft import PolicyTrainingConfig, SFTTrainer, train_sft_policy
+from course_lib.engine.uncertainty import mean_estimate, paired_bootstrap, policy_difference
 from course_lib.world import WorldConfig, generate_preference_pairs, gold_rewards, sample_prompts
 
 from policy_helpers import TINY, crash_during_fit, sft_policy_for_tests
@@ -140,6 +140,27 @@ def test_sft_resume_after_a_crash_is_bit_identical(tokenizer, pairs, tmp_path):
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert resumed.history.step_loss == reference.history.step_loss
+
+
+def test_a_cached_sft_run_is_loaded_not_retrained_and_a_changed_setting_trains_anew(tokenizer, pairs, tmp_path, monkeypatch):
+    config = PolicyTrainingConfig(epochs=2, batch_size=8, lr=5e-3, progress=False)
+    plain = train_sft_policy(build_policy(TINY, tokenizer, seed=0), config, pairs, tokenizer=tokenizer)
+    first = train_sft_policy(build_policy(TINY, tokenizer, seed=0), config, pairs, tokenizer=tokenizer, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("sft-*"))) == 1 and not first.from_cache and not plain.from_cache
+    steps = []
+    monkeypatch.setattr(SFTTrainer, "train_step", lambda self, *a, **k: steps.append(1))  # a loaded run takes no step
+    again = train_sft_policy(build_policy(TINY, tokenizer, seed=0), config, pairs, tokenizer=tokenizer, cache_dir=tmp_path)
+    assert not steps and again.from_cache
+    for trained in (first, again):  # the same weights, history and random streams as training without the cache
+        for (name, a), b in zip(plain.model.state_dict().items(), trained.model.state_dict().values()):
+            assert torch.equal(a, b), name
+        assert trained.history.step_loss == plain.history.step_loss
+        assert torch.equal(trained.random_state.state_dict()["torch"], plain.random_state.state_dict()["torch"])
+    monkeypatch.undo()
+    for changed in (dict(policy_seed=1), dict(lr=4e-3)):  # another initialisation or setting: another cached run
+        policy = build_policy(TINY, tokenizer, seed=changed.pop("policy_seed", 0))
+        train_sft_policy(policy, replace(config, **changed), pairs, tokenizer=tokenizer, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("sft-*"))) == 3
 
 
 # ---------------------------------------------------------------- DPO
@@ -272,6 +293,12 @@ def test_policy_evaluation_and_comparison(tokenizer, sft_policy):
     np.testing.assert_allclose(result.gold, gold_rewards(prompts["prompt"], result.frame["response"]))
     same = compare_policies(result, result)
     assert same.gold_gain.mean == 0 and same.win_rate.mean == 0.5 and not same.gold_gain.excludes_zero
+    better_frame = result.frame.copy()
+    better_frame["gold"] = better_frame["gold"] + np.linspace(0.0, 0.4, len(better_frame))
+    better = compare_policies(PolicyEvaluation(better_frame), result)
+    expected = policy_difference(better_frame["gold"], result.gold)  # the course's one standard: a paired t interval
+    assert (better.gold_gain.low, better.gold_gain.high) == pytest.approx((expected.low, expected.high))
+    assert better.gold_gain.excludes_zero and better.win_rate.mean == pytest.approx(39.5 / 40)
     rates = result.refusal_rates()
     assert set(rates) == {"harmful", "harmless"}
     summary = result.summary()

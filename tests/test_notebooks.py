@@ -81,7 +81,7 @@ CLAIMS = {
         ("dpo_equals_bt_at_optimum", operator.lt, 1e-6),
         ("optimum_beats_others", operator.gt, 0.0),
         ("tokenizer_round_trip", operator.ge, 1.0),
-        # one DPO step written out by hand equals DPOTrainer's step (the step itself moves weights by ~lr = 1e-4)
+        # one DPO step written out by hand takes DPOTrainer's gradient (max difference / max gradient entry)
         ("manual_dpo_step_gap", operator.lt, 1e-5),
         # rDPO's gradient variance over label flips is 1 / (1 - 2 eta)^2 = 25 times DPO's at eta = 0.4 (exact per pair)
         ("rdpo_variance_ratio", operator.gt, 24.9),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import nbformat
@@ -140,6 +142,20 @@ def test_check_flags_stray_state(mini_course):
     solution.cells[1].outputs = [nbformat.v4.new_output("stream", text="hi\n")]
     write_notebook(solution, mini_course / "solutions" / "99_demo.ipynb")
     assert "solutions/99_demo.ipynb, cell 1: has outputs" in "\n".join(course_problems(mini_course))
+
+
+def test_check_flags_a_cell_id_in_an_nbformat_4_4_notebook(mini_course):
+    lesson_path = mini_course / "notebooks" / "99_demo.ipynb"
+    raw = json.loads(lesson_path.read_text())
+    raw["nbformat_minor"] = 4
+    for cell in raw["cells"]:
+        cell.pop("id", None)
+    lesson_path.write_text(json.dumps(raw, indent=1) + "\n")
+    assert "not valid nbformat" not in "\n".join(course_problems(mini_course))
+    raw["cells"][0]["id"] = "added-by-an-editor"  # ids are a 4.5 field
+    lesson_path.write_text(json.dumps(raw, indent=1) + "\n")
+    assert "99_demo.ipynb: not valid nbformat 4.4 (Additional properties are not allowed ('id' was unexpected)" in \
+        "\n".join(course_problems(mini_course))
 
 
 @pytest.mark.parametrize("markdown, found", [

@@ -8,7 +8,8 @@ per prompt, the gold reward, whether the answer refuses, its token length and, g
 the reference policy, the log-ratio ``log pi(y|x) - log pi_ref(y|x)`` of the sampled
 answer, whose mean is an unbiased estimate of ``KL(pi || pi_ref)``.
 :func:`compare_policies` pairs two evaluations on the same prompts: the mean gold
-gain with a paired bootstrap interval, and the win rate (ties count half).
+gain with the course's policy interval (:func:`~course_lib.engine.uncertainty.policy_difference`,
+here the paired t interval over prompts of one seed), and the win rate (ties count half).
 
 Defined in Chapter 07.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..engine.uncertainty import Estimate, mean_estimate, paired_bootstrap
+from ..engine.uncertainty import Estimate, mean_estimate, policy_difference
 from ..world import gold_attributes, gold_rewards, parse_prompt
 from .logprobs import score_sequences
 from .sampling import generate
@@ -116,13 +117,20 @@ class PolicyComparison:
         return f"gold gain {self.gold_gain}; win rate {self.win_rate.mean:.3f} ± {self.win_rate.se:.3f}"
 
 
-def compare_policies(policy: PolicyEvaluation, baseline: PolicyEvaluation, *, seed: int = 0) -> PolicyComparison:
-    """Paired comparison on the same prompts: mean gold gain (paired bootstrap) and win rate (ties count 1/2).
+def compare_policies(policy: PolicyEvaluation, baseline: PolicyEvaluation, *,
+                     confidence: float = 0.95) -> PolicyComparison:
+    """Paired comparison on the same prompts: mean gold gain and win rate (ties count 1/2).
+
+    The gain's interval is :func:`~course_lib.engine.uncertainty.policy_difference` on one
+    seed: a paired t interval over prompts, the same standard as every policy comparison
+    in Chapters 07-09 (for several seeds, pass ``(seeds, prompts)`` arrays of gold to
+    ``policy_difference`` directly). ``confidence``: as there, e.g. ``1 - 0.05 / k`` for
+    ``k`` comparisons read together.
 
     Defined in Chapter 07.
     """
     if list(policy.frame["prompt"]) != list(baseline.frame["prompt"]):
         raise ValueError("compare_policies: the two evaluations must answer the same prompts in the same order")
-    gain = paired_bootstrap(policy.gold, baseline.gold, seed=seed)
+    gain = policy_difference(policy.gold, baseline.gold, confidence=confidence, name="compare_policies")
     outcomes = (policy.gold > baseline.gold) + 0.5 * (policy.gold == baseline.gold)
     return PolicyComparison(gain, mean_estimate(outcomes, "win_rate"))

@@ -5,21 +5,24 @@ minimises the negative log-likelihood of the chosen responses given their prompt
 counting response tokens only. The SFT model is then frozen as DPO's reference
 :math:`\\pi_{ref}`. SFT runs on the course's one training loop
 (:mod:`course_lib.engine.loop`): every "pair" of the loop is one (prompt, response) row, and a
-row's loss is its mean per-token NLL.
+row's loss is its mean per-token NLL. :func:`train_sft_policy` keeps a finished SFT run in
+a cache folder, so that Chapters 07-09, which start from the same SFT policy, train it once.
 
 Defined in Chapter 07.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from ..engine.config import RunConfig
 from ..engine.learner import Learner, StepOutput
-from ..engine.loop import EpochPlan, TrainingLoop
+from ..engine.loop import CHECKPOINT_FILE, EpochPlan, TrainingLoop
+from ..engine.runtime import fingerprint
 from .logprobs import token_logprobs
 from .sequences import SequenceBatch, Sequences
 
@@ -127,3 +130,38 @@ class SFTTrainer(PolicyLearner):
 
     def fit(self, resume: bool = False):
         return self.run("SFT", resume)
+
+
+# The modules whose code decides what SFT computes: a cached run made by other code is not reused.
+_TRAINING_CODE = ("policy/sft.py", "policy/logprobs.py", "policy/sequences.py", "engine/learner.py", "engine/loop.py")
+
+
+def train_sft_policy(model, config: PolicyTrainingConfig, dataset, *, tokenizer, cache_dir=None,
+                     response_column: str = "chosen") -> SFTTrainer:
+    """SFT of ``model`` (in place), or, with ``cache_dir``, the same SFT loaded from an earlier run.
+
+    Returns the :class:`SFTTrainer` (its ``model`` and ``history`` as after ``fit()``;
+    ``from_cache``: whether it started from a cached checkpoint).
+    The run is named by everything that decides its result: the trainer's settings
+    (config, rows, model shape), the tokenized data, the model's initial weights and the
+    source of the training code. The first run writes its final checkpoint (weights,
+    optimizer, random streams, history) to ``cache_dir/sft-<fingerprint>/``, atomically;
+    a later run with the same name resumes from it, which for a finished run means
+    loading it, and ends where training would have. Nothing else is shared, so a changed
+    setting, seed, tokenizer or library trains anew.
+
+    Defined in Chapter 07; Chapters 07-09 share their SFT policy through it.
+    """
+    trainer = SFTTrainer(model, config, dataset, tokenizer=tokenizer, response_column=response_column)
+    trainer.from_cache = False
+    if cache_dir is None:
+        trainer.fit()
+        return trainer
+    package = Path(__file__).resolve().parent.parent
+    code = [(package / name).read_bytes().decode() for name in _TRAINING_CODE]
+    weights = [tensor for _, tensor in sorted(model.state_dict().items())]
+    name = fingerprint(trainer.settings(), trainer.data_fingerprint(), *code, *weights)
+    trainer.config = replace(trainer.config, checkpoint_dir=Path(cache_dir) / f"sft-{name}")
+    trainer.from_cache = (trainer.config.checkpoint_dir / CHECKPOINT_FILE).exists()
+    trainer.fit(resume=True)
+    return trainer

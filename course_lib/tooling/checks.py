@@ -2,8 +2,9 @@
 
 Fails when exercises are out of step with solutions, when checkpoint folders sit
 next to notebooks, when stored outputs leak absolute local paths or keep progress bars, when solutions
-or exercises carry outputs, when a chapter notebook has no parameters cell, or when a
-lesson's or solution's markdown types a measured number (``typed_numbers``).
+or exercises carry outputs, when a chapter notebook has no parameters cell or breaks its
+own nbformat schema (e.g. cell ids, a 4.5 field, in a 4.4 notebook), or when a lesson's or
+solution's markdown types a measured number (``typed_numbers``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+
+import nbformat
 
 from .exercises import exercise_problems
 from .notebook_io import CHAPTER_FOLDERS, chapter_notebooks, parameters_cell_index, progress_bar_lines, read_notebook
@@ -33,6 +36,11 @@ def stray_state_problems(root: Path) -> list[str]:
             rel = path.relative_to(root)
             if parameters_cell_index(nb) is None:
                 problems.append(f"{rel}: no cell tagged 'parameters'")
+            try:
+                nbformat.validate(nb, relax_add_props=False)
+            except nbformat.ValidationError as error:
+                problems.append(f"{rel}: not valid nbformat {nb.nbformat}.{nb.nbformat_minor} "
+                                f"({str(error).splitlines()[0]}); Jupyter and nbval may refuse it")
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
