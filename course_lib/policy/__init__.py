@@ -22,7 +22,7 @@ from .model import (
     save_policy,
 )
 from .sampling import Completions, generate
-from .tokenizer import EOS, PAD, SEP, PolicyTokenizer, train_tokenizer, world_texts
+from .tokenizer import EOS, PAD, SEP, PairTokenizer, PolicyTokenizer, train_tokenizer, world_texts
 
 __all__ = [
     "EOS",
@@ -30,6 +30,7 @@ __all__ = [
     "POLICY_SIZES",
     "SEP",
     "Completions",
+    "PairTokenizer",
     "PolicyConfig",
     "PolicyTokenizer",
     "build_policy",

@@ -107,6 +107,46 @@ class PolicyTokenizer:
                 f"sep_id={self.sep_id})")
 
 
+class PairTokenizer:
+    """The policy's tokenizer seen by a reward model: ``prompt <|answer|> response <|endoftext|>``.
+
+    A reward model reads a (prompt, response) pair through any object with
+    ``pair_ids(prompt, response, max_length)`` and ``pad_token_id``
+    (:meth:`course_lib.reward.model.RewardModel.tokenize`). This one frames the pair
+    exactly as the policy reads and writes it, ``prompt_ids(prompt) +
+    response_ids(response)``, so a reward model made of the policy's transformer
+    (InstructGPT's reward model is initialised from the SFT model, Ouyang et al. 2022)
+    sees the text the policy was trained on, and its last token is the end-of-text
+    token that closes the response. A pair longer than ``max_length`` loses the start
+    of the prompt first, then (only if the response alone is too long) the end of the
+    response text; the separator and the end-of-text token are always kept.
+
+    Defined in Chapter 04.
+    """
+
+    def __init__(self, tokenizer: PolicyTokenizer):
+        if not isinstance(tokenizer, PolicyTokenizer):
+            raise ValueError(f"PairTokenizer: tokenizer must be a PolicyTokenizer, got {type(tokenizer).__name__}")
+        self.tokenizer = tokenizer
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_id
+
+    def pair_ids(self, prompt: str, response: str, max_length: int) -> list[int]:
+        """``prompt_ids(prompt) + response_ids(response)``, cut to at most ``max_length`` ids."""
+        budget = max_length - 2  # the separator and the end-of-text token
+        if budget < 1:
+            raise ValueError(f"pair_ids: max_length={max_length} leaves no room for text")
+        prompt = self.tokenizer.encode(_check_text(prompt, "pair_ids: prompt"))
+        response = self.tokenizer.encode(_check_text(response, "pair_ids: response"))[:budget]
+        prompt = prompt[max(0, len(prompt) + len(response) - budget):]
+        return prompt + [self.tokenizer.sep_id] + response + [self.tokenizer.eos_id]
+
+    def __repr__(self) -> str:
+        return f"PairTokenizer({self.tokenizer!r})"
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PolicyTokenizer:
     """Train a byte-level BPE tokenizer of ``vocab_size`` ids (special tokens included) on ``texts``.
 

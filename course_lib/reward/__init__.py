@@ -1,6 +1,7 @@
 """Reward models: from Bradley-Terry scores to robust and personalized reward models.
 
     bradley_terry Chapter 01: BT fitting, Elo, arenas, bootstrap
+    backbone      Chapter 02: loading an encoder and its tokenizer, pairs as token ids, padding
     model         Chapter 02: encoder + scalar head (frozen / LoRA / full), scoring, saving;
                   a reward model as a reward function for the policy chapters
     pairs         Chapter 02: preference pairs encoded once, batches

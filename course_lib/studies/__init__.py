@@ -2,4 +2,5 @@
 
     reproduction  Chapter 05: one cell of the CRM grid (method x noise x seed), scored on MiniRewardBench
     sweep         ``course sweep``: the whole grid, resumable, with its report
+    policy_reward Chapter 04: reward models made of the SFT policy's transformer (InstructGPT), saving them
 """

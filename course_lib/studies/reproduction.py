@@ -39,7 +39,10 @@ that way; the methods are told the true share of labels that disagree with gold.
 Heads share one frozen encoder unless ``ReproductionConfig.encoder == "lora"``:
 then every reward model has its own LoRA adapters on the top encoder layers, so two
 models can make different mistakes in their representations as well as in their
-heads (``course sweep --profile lora_cpu``, or ``lora`` on a GPU).
+heads (``course sweep --profile lora_cpu``, or ``lora`` on a GPU). With
+``encoder == "full_copy"`` every reward model fine-tunes all of its own copy of its base's encoder
+(the course policy's transformer, :mod:`course_lib.studies.policy_reward`); two-model
+methods can then start from two bases, e.g. two SFT policies of different seeds.
 
 Two-model methods are scored with the average of both models' rewards (the
 course's choice for what the paper leaves open; Chapter 04 measures the
@@ -73,6 +76,7 @@ from ..world import WorldConfig, generate_preference_pairs
 METHODS = ("single", "conservative", "unbiased", "ensemble", "self_review", "peer_review", "crm")
 SWEEP_METHODS = tuple(ROBUST_METHODS)
 SECTIONS = tuple(MINI_REWARD_BENCH_SECTIONS)
+ENCODERS = ("frozen", "lora", "full_copy")
 # A one-model method's loss as TrainingConfig fields, for the flip rate eta it is told.
 BT_LOSSES = {"standard": lambda eta: {}, "conservative": lambda eta: {"loss": "conservative", "assumed_flip_rate": eta},
              "unbiased": lambda eta: {"loss": "unbiased", "assumed_flip_rate": eta}}
@@ -94,8 +98,9 @@ class ReproductionConfig:
 
     ``assumed_noise_rate``: the eta the methods are told (``None``: the true rate).
     ``val_fraction``: share of the pairs ``early_stop`` holds out for validation.
-    ``encoder``: ``"frozen"`` (heads on one shared encoder) or ``"lora"`` (each model
-    has adapters on ``lora_layers`` of its own copy of the encoder).
+    ``encoder``: ``"frozen"`` (heads on one shared encoder), ``"lora"`` (each model
+    has adapters on ``lora_layers`` of its own copy of the encoder) or ``"full_copy"``
+    (each model fine-tunes every weight of its own copy).
     """
 
     n_pairs: int = 3000
@@ -116,8 +121,8 @@ class ReproductionConfig:
         for name in ("n_pairs", "n_bench", "epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ReproductionConfig: {name} must be >= 1, got {getattr(self, name)}")
-        if self.encoder not in ("frozen", "lora"):
-            raise ValueError(f"ReproductionConfig: encoder must be 'frozen' or 'lora', got {self.encoder!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"ReproductionConfig: encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"ReproductionConfig: val_fraction must be in (0, 0.5), got {self.val_fraction}")
 
@@ -195,9 +200,13 @@ def check_noises(noises) -> list[Noise]:
 
 
 def new_model(base: RewardModel, config: ReproductionConfig, seed: int) -> RewardModel:
-    """A reward model with a new head on ``base``: a shared frozen encoder, or its own LoRA copy."""
+    """A reward model with a new head on ``base``: a shared frozen encoder, its own LoRA copy, or its own full copy."""
     if config.encoder == "frozen":
         return frozen_model_with_new_head(base, head_hidden_size=config.head_hidden_size, seed=seed)
+    if config.encoder == "full_copy":
+        model_config = replace(base.config, mode="full", head_hidden_size=config.head_hidden_size, seed=seed,
+                               max_length=config.max_length)
+        return RewardModel(model_config, encoder=copy.deepcopy(base.encoder), tokenizer=base.tokenizer).to(base.device)
     model_config = replace(base.config, mode="lora", head_hidden_size=config.head_hidden_size, seed=seed,
                            max_length=config.max_length, lora_layers=list(config.lora_layers), lora_rank=config.lora_rank)
     return RewardModel(model_config, encoder=copy.deepcopy(base.encoder), tokenizer=base.tokenizer).to(base.device)
@@ -210,9 +219,13 @@ def validation_split(n_pairs: int, fraction: float, seed: int) -> tuple[np.ndarr
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def train_method(method: str, base: RewardModel, train, config: ReproductionConfig, eta: float, seed: int,
+def train_method(method: str, base, train, config: ReproductionConfig, eta: float, seed: int,
                  device: str = "cpu", **overrides) -> tuple[list[RewardModel], TrainingHistory | CollaborativeHistory]:
-    """Train ``method`` on ``train`` (heads on ``base``'s frozen features, or LoRA copies of its encoder).
+    """Train ``method`` on ``train`` (heads on ``base``'s frozen features, or LoRA or full copies of its encoder).
+
+    ``base``: one :class:`~course_lib.reward.model.RewardModel`, or two ``(base_a,
+    base_b)``: the first and second model of a two-model method start from their own
+    (a one-model method uses ``base_a``), e.g. two SFT policies of different seeds.
 
     Returns the models whose rewards are averaged, and the run's history (a
     :class:`~course_lib.reward.training.TrainingHistory` for one model, a
@@ -225,9 +238,12 @@ def train_method(method: str, base: RewardModel, train, config: ReproductionConf
     a pair differ and every method sees the same first model initialisation.
     """
     check_methods([method])
+    bases = list(base) if isinstance(base, (list, tuple)) else [base, base]
+    if len(bases) != 2:
+        raise ValueError(f"train_method: base must be one reward model or two, got {len(bases)}")
 
-    def trainer(model_seed: int, pairs=train, eval_pairs=None, **loss):
-        model = new_model(base, config, model_seed)
+    def trainer(model_seed: int, pairs=train, eval_pairs=None, which: int = 0, **loss):
+        model = new_model(bases[which], config, model_seed)
         settings = TrainingConfig(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size, seed=model_seed,
                                   record_grad_norms=False, progress=False, device=device, **loss)
         return model, BradleyTerryTrainer(model, settings, pairs, eval_dataset=eval_pairs)
@@ -241,7 +257,7 @@ def train_method(method: str, base: RewardModel, train, config: ReproductionConf
         else:
             model, single = trainer(1000 * seed + 1, **loss)
         return [model], single.fit()
-    (model_a, trainer_a), (model_b, trainer_b) = trainer(1000 * seed + 1), trainer(1000 * seed + 2)
+    (model_a, trainer_a), (model_b, trainer_b) = trainer(1000 * seed + 1), trainer(1000 * seed + 2, which=1)
     plan = recipe.plan_config(eta, **{"ramp_epochs": config.ramp_epochs, **overrides})
     history = train_two_models(trainer_a, trainer_b, plan, progress=False)
     return [model_a, model_b], history

@@ -372,6 +372,9 @@ def run_sweep(output_dir, profile: str = "standard", methods=None, noises=DEFAUL
     noises = check_noises(noises)
     device = str(resolve_device(device))  # "auto" becomes the device it picks; a bad name fails here
     config = profile_config(profile, **overrides)
+    if config.encoder == "full_copy":
+        raise ValueError("run_sweep: encoder='full_copy' (e.g. reward models on the policy's transformer) has no sweep yet; "
+                         "use 'frozen' or 'lora'")
     config_json = json.dumps(config.to_dict(), sort_keys=True)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
