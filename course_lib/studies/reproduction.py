@@ -42,7 +42,8 @@ models can make different mistakes in their representations as well as in their
 heads (``course sweep --profile lora_cpu``, or ``lora`` on a GPU). With
 ``encoder == "full_copy"`` every reward model fine-tunes all of its own copy of its base's encoder
 (the course policy's transformer, :mod:`course_lib.studies.policy_reward`); two-model
-methods can then start from two bases, e.g. two SFT policies of different seeds.
+methods can then start from two bases, e.g. two SFT policies of different seeds
+(``course sweep --profile independent_cpu``, :mod:`course_lib.studies.minds`).
 
 Two-model methods are scored with the average of both models' rewards (the
 course's choice for what the paper leaves open; Chapter 04 measures the
@@ -143,6 +144,16 @@ PROFILES = {
                                    max_length=48, head_hidden_size=None, encoder="lora"),
     "lora": ReproductionConfig(n_pairs=3000, n_bench=2500, epochs=5, lr=5e-4, batch_size=16, max_length=128,
                                head_hidden_size=None, encoder="lora"),
+    # Independent minds (studies/minds.py): every weight of reward models made of two SFT policies fine-tuned, a
+    # linear head on the last token, lr 1e-4, three epochs with the full forget rate from the second.
+    # independent_cpu: the standard grid's 3,000 pairs (the same pairs and labels per seed as crm_reproduction.csv;
+    # a two-model run took 61-69 s at 2,000 pairs on 2 cores, so about 1.5-2 min here), 500 benchmark pairs per
+    # section (a four-section standard error of about 0.011 per run); independent: the GPU version, 10,000 pairs
+    # and the standard benchmark.
+    "independent_cpu": ReproductionConfig(n_pairs=3000, n_bench=500, epochs=3, ramp_epochs=1, lr=1e-4, batch_size=32,
+                                          max_length=128, head_hidden_size=None, encoder="full_copy"),
+    "independent": ReproductionConfig(n_pairs=10000, n_bench=2500, epochs=3, ramp_epochs=1, lr=1e-4, batch_size=32,
+                                      max_length=128, head_hidden_size=None, encoder="full_copy"),
 }
 
 

@@ -11,11 +11,16 @@ Heads on one frozen encoder go to ``crm_reproduction.csv``; the LoRA profiles
 (``lora_cpu``, ``lora``: each model with its own adapters) go to
 ``crm_reproduction_lora.csv``, together with a twin of every cell with heads on one
 frozen encoder at the same sizes, so the report can tell the encoders' effect from
-the smaller size's. After the grid, ``crm_reproduction.md`` and
-``crm_reproduction.png`` are rewritten from both CSVs.
+the smaller size's. The independent-minds profiles (``independent_cpu``,
+``independent``: reward models on the course's own transformer, every weight
+fine-tuned, the two models of a two-model method made from two SFT policies of
+different seeds, :mod:`course_lib.studies.minds`) go to
+``crm_reproduction_independent.csv``. After the grid, ``crm_reproduction.md`` and
+``crm_reproduction.png`` are rewritten from every CSV there is.
 
 The cells run through :func:`course_lib.studies.reproduction.run_cell` directly (no
-notebook), sharing one frozen encoder and a disk cache of its features.
+notebook), sharing one frozen encoder and a disk cache of its features (or, for
+independent minds, the SFT policies of each seed, cached in the same folder).
 """
 
 from __future__ import annotations
@@ -30,30 +35,23 @@ import numpy as np
 import pandas as pd
 
 from ..engine.progress import tqdm
-from .reproduction import (SECTIONS, SWEEP_METHODS, check_methods, check_noises, decode_outcomes,
-                            profile_config, run_cell)
-from ..engine.runtime import resolve_device
-from ..engine.uncertainty import mean_estimate, paired_bootstrap
 from ..engine.files import write_bytes_atomic, write_text_atomic
+from ..engine.runtime import resolve_device
+from .grid import (DEFAULT_NOISES, NOISE_TITLES, Grid, accuracy_table, difference_table, encoder_of,  # noqa: F401
+                   grid_header, interval_cell, selection_table, verdict)
+from .minds import (INDEPENDENT_CSV_NAME, INDEPENDENT_METHODS, INDEPENDENT_NOISES, MindSettings, PolicyMinds,
+                    independent_section)
+from .reproduction import SECTIONS, SWEEP_METHODS, check_methods, check_noises, profile_config, run_cell
 
 CSV_NAME = "crm_reproduction.csv"
 LORA_CSV_NAME = "crm_reproduction_lora.csv"
 KEY = ["method", "noise", "seed", "encoder"]
-DEFAULT_NOISES = ("clean", "flip20", "flip40", "bt", "length")
-NOISE_TITLES = {"clean": "clean", "flip20": "20% flips", "flip40": "40% flips",
-                "bt": "BT-sampled (T=3)", "length": "length-biased (0.5)"}
 ABLATIONS = [  # (label, method, baseline)
     ("peer exchange, no curriculum (peer_review - self_review)", "peer_review", "self_review"),
     ("peer exchange, with curriculum (crm - crm_self_review)", "crm", "crm_self_review"),
     ("curriculum, with peer exchange (crm - peer_review)", "crm", "peer_review"),
     ("curriculum, with Self-Review (crm_self_review - self_review)", "crm_self_review", "self_review"),
 ]
-
-
-def _encoder(row: dict) -> str:
-    """A row's encoder (rows written before the LoRA variant have none: frozen)."""
-    encoder = row.get("encoder")
-    return encoder if isinstance(encoder, str) else "frozen"
 
 
 def device_description(device) -> str:
@@ -89,70 +87,6 @@ def write_csv(rows: list[dict], csv_path: Path) -> None:
 # ----------------------------------------------------------------------------- paired comparisons
 
 
-class Grid:
-    """The sweep's rows with their per-item outcomes, for paired comparisons."""
-
-    def __init__(self, rows: list[dict], encoder: str = "frozen"):
-        rows = [r for r in rows if _encoder(r) == encoder]
-        self.frame = pd.DataFrame(rows)
-        config = json.loads(self.frame.iloc[0]["config"])
-        self.n_bench = int(config["n_bench"])
-        self.strata = np.repeat(np.array(SECTIONS), self.n_bench)
-        self.outcomes = {(r["method"], r["noise"], int(r["seed"])): decode_outcomes(r["outcomes"])
-                         for r in rows if isinstance(r.get("outcomes"), str)}
-        self.methods = [m for m in SWEEP_METHODS if m in set(self.frame.method)]
-        noises = list(dict.fromkeys(self.frame.noise))
-        self.noises = [n for n in DEFAULT_NOISES if n in noises] + [n for n in noises if n not in DEFAULT_NOISES]
-        self._compared: dict = {}
-
-    def seeds(self, noise: str, *methods: str) -> list[int]:
-        common = None
-        for method in methods:
-            seeds = {s for (m, n, s) in self.outcomes if m == method and n == noise}
-            common = seeds if common is None else common & seeds
-        return sorted(common or [])
-
-    def compare(self, noise: str, method: str, baseline: str):
-        """``method - baseline`` on the four-section average: a paired bootstrap over shared seeds and items."""
-        key = (noise, method, baseline)
-        if key not in self._compared:
-            self._compared[key] = self._compare(noise, method, baseline)
-        return self._compared[key]
-
-    def _compare(self, noise: str, method: str, baseline: str):
-        seeds = self.seeds(noise, method, baseline)
-        if not seeds:
-            return None
-        a = np.stack([self.outcomes[method, noise, s] for s in seeds])
-        b = np.stack([self.outcomes[baseline, noise, s] for s in seeds])
-        return paired_bootstrap(a, b, strata=self.strata, n_resamples=1000, seed=0)
-
-    def accuracy(self, noise: str, method: str, value: str = "average"):
-        values = self.frame[(self.frame.method == method) & (self.frame.noise == noise)][value].to_numpy(float)
-        return mean_estimate(values) if len(values) > 1 else None
-
-    def item_standard_errors(self) -> tuple[float, float]:
-        """The largest binomial SE, over runs, of one section's accuracy and of the four-section average."""
-        section_se, average_se = 0.0, 0.0
-        for _, row in self.frame.iterrows():
-            variances = [row[s] * (1 - row[s]) / self.n_bench for s in SECTIONS]
-            section_se = max(section_se, float(np.sqrt(max(variances))))
-            average_se = max(average_se, float(np.sqrt(sum(variances)) / len(SECTIONS)))
-        return section_se, average_se
-
-
-def _cell(estimate) -> str:
-    if estimate is None:
-        return ""
-    mark = " **\\***" if estimate.excludes_zero else ""
-    return f"{estimate.mean:+.3f} [{estimate.low:+.3f}, {estimate.high:+.3f}]{mark}"
-
-
-def _verdict(estimate, what: str) -> str:
-    word = ("higher" if estimate.mean > 0 else "lower") if estimate.excludes_zero else "within noise"
-    return f"{what} {estimate.mean:+.3f} [{estimate.low:+.3f}, {estimate.high:+.3f}] ({word})"
-
-
 def headline(grid: Grid) -> list[str]:
     """Bullet lines per noise: CRM against the single RM and Self-Review, and which methods tie for the best."""
     lines = []
@@ -162,7 +96,7 @@ def headline(grid: Grid) -> list[str]:
             if "crm" in grid.methods and baseline in grid.methods:
                 estimate = grid.compare(noise, "crm", baseline)
                 if estimate is not None:
-                    parts.append(_verdict(estimate, f"CRM minus {title}"))
+                    parts.append(verdict(estimate, f"CRM minus {title}"))
         means = {m: grid.accuracy(noise, m) for m in grid.methods}
         means = {m: e.mean for m, e in means.items() if e is not None}
         if means:
@@ -176,66 +110,10 @@ def headline(grid: Grid) -> list[str]:
     return ["## Headline", "", *lines, ""] if lines else []
 
 
-def difference_table(grid: Grid, baseline: str) -> list[str]:
-    noises = grid.noises
-    lines = ["| method | " + " | ".join(NOISE_TITLES.get(n, n) for n in noises) + " |", "|---|" + "---|" * len(noises)]
-    for method in grid.methods:
-        if method != baseline:
-            lines.append(f"| {method} | " + " | ".join(_cell(grid.compare(n, method, baseline)) for n in noises) + " |")
-    return lines + [""]
-
-
-def accuracy_table(grid: Grid, value: str) -> list[str]:
-    noises = grid.noises
-    lines = ["| method | " + " | ".join(NOISE_TITLES.get(n, n) for n in noises) + " |", "|---|" + "---|" * len(noises)]
-    for method in grid.methods:
-        cells = []
-        for noise in noises:
-            estimate = grid.accuracy(noise, method, value)
-            cells.append("" if estimate is None else f"{estimate.mean:.3f} ± {estimate.se:.3f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def selection_table(grid: Grid) -> list[str]:
-    frame = grid.frame
-    if "selection_agreement" not in frame:
-        return []
-    noises = grid.noises
-    lines = ["| method | " + " | ".join(NOISE_TITLES.get(n, n) for n in noises) + " |", "|---|" + "---|" * len(noises)]
-    for method in grid.methods:
-        cells = []
-        for noise in noises:
-            rows = frame[(frame.method == method) & (frame.noise == noise)]
-            agreement, precision = rows.selection_agreement.dropna(), rows.selection_precision.dropna()
-            cells.append(f"{agreement.mean():.3f} / {precision.mean():.3f}" if len(agreement) else "")
-        if any(cells):
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def grid_header(grid: Grid, what: str) -> list[str]:
-    frame = grid.frame
-    first = frame.iloc[0]
-    config = json.loads(first["config"])
-    section_se, average_se = grid.item_standard_errors()
-    seeds = sorted(frame["seed"].unique())
-    return [
-        f"Written by `course sweep` (profile `{first['profile']}`, {what}, device: "
-        f"{'; '.join(sorted(frame['device'].unique()))}): {len(frame)} runs, seeds {', '.join(map(str, seeds))}. "
-        "Each seed draws its own training pairs and model initialisations; the benchmark is fixed.",
-        "",
-        "Settings: " + ", ".join(f"{k}={v}" for k, v in config.items()) + ".",
-        "",
-        f"MiniRewardBench: {grid.n_bench:,} pairs per section. From the benchmark's size alone, one run's section "
-        f"accuracy has a standard error of at most {section_se:.4f}, its four-section average at most {average_se:.4f} "
-        "(binomial, largest over the runs).",
-        "",
-    ]
-
-
-def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None, grid: Grid | None = None) -> str:
-    """The Markdown report: headline, paired differences, ablation, accuracies, selections, and the LoRA variant.
+def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None, grid: Grid | None = None,
+                    independent_rows: list[dict] | None = None) -> str:
+    """The Markdown report: headline, paired differences, ablation, accuracies, selections, the LoRA variant,
+    and independent minds (:func:`course_lib.studies.minds.independent_section`).
 
     ``grid``: the :class:`Grid` of ``rows`` when the caller already has it (its intervals are cached).
     """
@@ -267,7 +145,7 @@ def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None, grid:
                       "| component | " + " | ".join(NOISE_TITLES.get(n, n) for n in grid.noises) + " |",
                       "|---|" + "---|" * len(grid.noises)]
             for label, method, baseline in ablation:
-                lines.append(f"| {label} | " + " | ".join(_cell(grid.compare(n, method, baseline)) for n in grid.noises) + " |")
+                lines.append(f"| {label} | " + " | ".join(interval_cell(grid.compare(n, method, baseline)) for n in grid.noises) + " |")
             lines.append("")
         lines += ["## Accuracy (mean ± standard error over seeds)", "", "### Average of the four sections", ""]
         lines += accuracy_table(grid, "average")
@@ -294,7 +172,7 @@ def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None, grid:
                 if method != baseline:
                     for noise in lora.noises:
                         lines.append(f"| {method} | {NOISE_TITLES.get(noise, noise)} | "
-                                     f"{_cell(lora.compare(noise, method, baseline))} | {_cell(twin.compare(noise, method, baseline))} |")
+                                     f"{interval_cell(lora.compare(noise, method, baseline))} | {interval_cell(twin.compare(noise, method, baseline))} |")
             lines.append("")
         lines += ["### Accuracy and selections", "", "| method | noise | LoRA: accuracy | LoRA: agreement / precision "
                   "| twin: accuracy | twin: agreement / precision |", "|---|---|---|---|---|---|"]
@@ -310,6 +188,8 @@ def markdown_report(rows: list[dict], lora_rows: list[dict] | None = None, grid:
                     cells.append(f"{np.mean(agreement):.3f} / {np.mean(precision):.3f}" if len(agreement) else "")
                 lines.append(f"| {method} | {NOISE_TITLES.get(noise, noise)} | " + " | ".join(cells) + " |")
         lines.append("")
+    if independent_rows:
+        lines += independent_section(independent_rows, frozen=(grid or Grid(rows)) if rows else None)
     return "\n".join(lines)
 
 
@@ -348,54 +228,71 @@ def plot_png(grid: Grid) -> bytes:
 def write_report(output_dir) -> None:
     """Rewrite ``crm_reproduction.md`` (and the plot) from the CSVs in ``output_dir``."""
     output_dir = Path(output_dir)
-    tables = [output_dir / name for name in (CSV_NAME, LORA_CSV_NAME)]
-    rows, lora_rows = ([] if not p.exists() else pd.read_csv(p).to_dict("records") for p in tables)
+    tables = [output_dir / name for name in (CSV_NAME, LORA_CSV_NAME, INDEPENDENT_CSV_NAME)]
+    rows, lora_rows, independent_rows = ([] if not p.exists() else pd.read_csv(p).to_dict("records") for p in tables)
     grid = Grid(rows) if rows else None  # one set of bootstrap intervals for the report and the plot
-    if rows or lora_rows:
-        write_text_atomic(output_dir / "crm_reproduction.md", markdown_report(rows, lora_rows, grid))
+    if rows or lora_rows or independent_rows:
+        write_text_atomic(output_dir / "crm_reproduction.md", markdown_report(rows, lora_rows, grid, independent_rows))
     if grid is not None:
         write_bytes_atomic(output_dir / "crm_reproduction.png", plot_png(grid))
 
 
-def run_sweep(output_dir, profile: str = "standard", methods=None, noises=DEFAULT_NOISES, seeds=(0, 1, 2, 3, 4),
-              device: str = "cpu", backbone=None, cache_dir=None, progress: bool = True, **overrides) -> Path:
+def run_sweep(output_dir, profile: str = "standard", methods=None, noises=None, seeds=(0, 1, 2, 3, 4),
+              device: str = "cpu", backbone=None, cache_dir=None, progress: bool = True,
+              minds: MindSettings | None = None, **overrides) -> Path:
     """Run the missing cells of the grid; rewrite the CSV after each, then the report and plot.
 
     Returns the CSV path. ``noises``: names of :data:`~course_lib.studies.reproduction.NOISE_MODELS`
     or symmetric flip rates. ``overrides`` change fields of the profile's
     :class:`~course_lib.studies.reproduction.ReproductionConfig` (and are recorded).
+    ``methods`` and ``noises`` default to every method and five noises, or, for
+    independent minds, to :data:`~course_lib.studies.minds.INDEPENDENT_METHODS` at
+    40% flips and BT-sampled labels. ``backbone``: the frozen or LoRA encoder (a
+    sentence encoder); ``minds``: for ``encoder="full_copy"``, how the SFT policies
+    are made (default: Chapter 07's standard ones; tests pass tiny ones).
     """
     from ..reward.model import RewardModel, RewardModelConfig
     from ..world import mini_reward_bench
 
-    methods = check_methods(methods or SWEEP_METHODS)
-    noises = check_noises(noises)
-    device = str(resolve_device(device))  # "auto" becomes the device it picks; a bad name fails here
     config = profile_config(profile, **overrides)
-    if config.encoder == "full_copy":
-        raise ValueError("run_sweep: encoder='full_copy' (e.g. reward models on the policy's transformer) has no sweep yet; "
-                         "use 'frozen' or 'lora'")
-    config_json = json.dumps(config.to_dict(), sort_keys=True)
+    independent = config.encoder == "full_copy"
+    methods = check_methods(methods or (INDEPENDENT_METHODS if independent else SWEEP_METHODS))
+    noises = check_noises(noises or (INDEPENDENT_NOISES if independent else DEFAULT_NOISES))
+    device = str(resolve_device(device))  # "auto" becomes the device it picks; a bad name fails here
+    if independent and backbone is not None:
+        raise ValueError("run_sweep: backbone names a sentence encoder; with encoder='full_copy' the reward models are "
+                         "made of SFT policies: pass minds=MindSettings(...) instead")
+    if minds is not None and not independent:
+        raise ValueError(f"run_sweep: minds (SFT policy settings) apply only to encoder='full_copy', not "
+                         f"{config.encoder!r}; use profile 'independent_cpu' or 'independent'")
+    settings = config.to_dict()
+    if independent:
+        minds = minds or MindSettings()
+        builder = PolicyMinds(minds, config.max_length, device, cache_dir)  # checks max_length against the policy
+        settings["minds"] = minds.to_dict()
+    config_json = json.dumps(settings, sort_keys=True)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = output_dir / (LORA_CSV_NAME if config.encoder == "lora" else CSV_NAME)
+    name = {"lora": LORA_CSV_NAME, "full_copy": INDEPENDENT_CSV_NAME}.get(config.encoder, CSV_NAME)
+    csv_path = output_dir / name
     rows = read_rows(csv_path, profile, config_json)
-    encoders = ["lora", "frozen"] if config.encoder == "lora" else ["frozen"]
-    done = {(r["method"], r["noise"], int(r["seed"]), _encoder(r)) for r in rows}
+    encoders = {"lora": ["lora", "frozen"], "full_copy": ["full_copy"]}.get(config.encoder, ["frozen"])
+    done = {(r["method"], r["noise"], int(r["seed"]), encoder_of(r)) for r in rows}
     todo = [(m, n, int(s), e) for s in seeds for n in noises for m in methods for e in encoders
             if (m, n.name, int(s), e) not in done]
     if todo:
-        base = RewardModel(RewardModelConfig(backbone=backbone, mode="frozen", max_length=config.max_length))
-        base.to(device)
         bench = mini_reward_bench(n_per_category=config.n_bench, seed=0)
         if list(bench["category"]) != list(np.repeat(np.array(SECTIONS), config.n_bench)):
             raise RuntimeError("MiniRewardBench is no longer in section blocks; the sweep's report assumes it is")
-        for column in ("chosen", "rejected"):
-            base.embed(bench["prompt"], bench[column], cache_dir=cache_dir, progress=progress)
+        if not independent:
+            base = RewardModel(RewardModelConfig(backbone=backbone, mode="frozen", max_length=config.max_length))
+            base.to(device)
+            for column in ("chosen", "rejected"):
+                base.embed(bench["prompt"], bench[column], cache_dir=cache_dir, progress=progress)
         where = device_description(device)
         for method, noise, seed, encoder in tqdm(todo, desc="sweep", disable=not progress):
-            row = run_cell(method, noise, seed, base, bench, replace(config, encoder=encoder), device=device,
-                           cache_dir=cache_dir, keep_outcomes=True)
+            row = run_cell(method, noise, seed, builder.bases(seed) if independent else base, bench,
+                           replace(config, encoder=encoder), device=device, cache_dir=cache_dir, keep_outcomes=True)
             rows.append({"profile": profile, **row, "encoder": encoder, "device": where,
                          "config": config_json})
             write_csv(rows, csv_path)

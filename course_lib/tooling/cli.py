@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 PROFILES = ("smoke", "standard", "full")
+# course_lib.studies.reproduction.PROFILES, named here so that the command starts without importing torch.
+SWEEP_PROFILES = ("smoke", "standard", "full", "lora_cpu", "lora", "independent_cpu", "independent")
 
 
 def _cmd_run(args) -> int:
@@ -115,10 +117,11 @@ def _cmd_sweep(args) -> int:
         write_report(output)
         print(f"report: {output / 'crm_reproduction.md'}")
         return 0
-    noises = [float(n) if n.replace(".", "", 1).isdigit() else n for n in args.noise]
+    noises = args.noise and [float(n) if n.replace(".", "", 1).isdigit() else n for n in args.noise]
     csv_path = run_sweep(output, profile=args.profile, methods=args.methods, noises=noises, seeds=args.seeds,
                          device=args.device, cache_dir=args.cache or root / "build" / "cache")
-    print(f"results: {csv_path}, {output / 'crm_reproduction.md'}, {output / 'crm_reproduction.png'}")
+    written = [csv_path, *(p for p in (output / "crm_reproduction.md", output / "crm_reproduction.png") if p.exists())]
+    print("results: " + ", ".join(map(str, written)))
     return 0
 
 
@@ -176,16 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     site.set_defaults(func=_cmd_site)
 
     sweep = sub.add_parser("sweep", help="run the CRM reproduction grid (resumable) into results/")
-    sweep.add_argument("--profile", choices=("smoke", "standard", "full", "lora_cpu", "lora"), default="standard",
-                       help="grid size; lora_cpu and lora give each reward model its own LoRA encoder")
-    sweep.add_argument("--methods", nargs="+", help="methods to run (default: all)")
-    sweep.add_argument("--noise", nargs="+", default=["clean", "flip20", "flip40", "bt", "length"],
+    sweep.add_argument("--profile", choices=SWEEP_PROFILES, default="standard",
+                       help="grid size; lora_cpu and lora give each reward model its own LoRA encoder; "
+                            "independent_cpu and independent make the two models of a method of two SFT policies "
+                            "of different seeds (every weight fine-tuned)")
+    sweep.add_argument("--methods", nargs="+", help="methods to run (default: all; independent profiles: single "
+                                                    "early_stop ensemble coteaching_plus self_review peer_review "
+                                                    "crm_self_review crm)")
+    sweep.add_argument("--noise", nargs="+",
                        help="noise models (clean, flip20, flip40, bt, length) or flip rates such as 0.3 "
-                            "(default: clean flip20 flip40 bt length)")
+                            "(default: clean flip20 flip40 bt length; independent profiles: flip40 bt)")
     sweep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds (default 0 1 2 3 4)")
     sweep.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     sweep.add_argument("--output", help="folder for crm_reproduction.csv/.md/.png (default: results/)")
-    sweep.add_argument("--cache", help="feature cache folder (default: build/cache)")
+    sweep.add_argument("--cache", help="cache of encoded features and SFT policies (default: build/cache)")
     sweep.add_argument("--report-only", action="store_true", help="only rewrite the report from the CSVs in the output folder")
     sweep.set_defaults(func=_cmd_sweep)
     return parser
