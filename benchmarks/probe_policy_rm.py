@@ -8,7 +8,7 @@ Setting (the standard profile of Chapters 07-08): tokenizer of 2,000 ids trained
 world pairs, the standard policy (2 layers x 128) SFT-trained 4 epochs on 6,400 world pairs
 (``train_sft_policy(..., cache_dir="build/cache")``, so a later run loads it). Then one reward
 model per ``--seeds`` value is trained on 3,000 world pairs with 40% of labels flipped
-(``WorldConfig(noise_rate=0.4)``), 3 epochs, lr 1e-4 (AdamW, linear decay), batch 32, at most
+(``WorldConfig(seed=1000, noise_rate=0.4)``, a stream the SFT policy never saw), 3 epochs, lr 1e-4 (AdamW, linear decay), batch 32, at most
 128 tokens. Reported per reward model: MiniRewardBench accuracy (400 pairs, 100 per section,
 the mean of the section accuracies as Chapters 04 and 08 report it), the training time, and
 the precision of the labels it would keep under small-loss selection (the 60% of the training
@@ -89,7 +89,9 @@ def main() -> None:
     sft_seconds = time.monotonic() - started
     print(f"SFT policy {'loaded from the cache' if sft.from_cache else 'trained'} in {sft_seconds:.0f} s", flush=True)
 
-    train = generate_preference_pairs(WorldConfig(n_pairs=args.pairs, seed=0, noise_rate=0.4))
+    # World stream 1000: the SFT policy was trained on stream 0's chosen answers, which would hand the
+    # reward model the clean labels of the first 6,400 pairs of stream 0.
+    train = generate_preference_pairs(WorldConfig(n_pairs=args.pairs, seed=1000, noise_rate=0.4))
     is_flipped = np.asarray(train["is_flipped"], dtype=bool)
     bench = mini_reward_bench(n_per_category=100, seed=0)
     rows = []
