@@ -322,16 +322,17 @@ def score(model: RewardModel, prompts, responses, batch_size: int = 64, progress
         return np.zeros(0, dtype=np.float32)
     was_training = model.training
     model.eval()
-    if model.config.mode == "frozen":
-        rewards = model(features=model.embed(prompts, responses, batch_size, progress=progress))
-    else:
-        ids = model.tokenize(prompts, responses)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        rewards = torch.empty(len(ids), device=model.device)
-        for start in tqdm(range(0, len(order), batch_size), desc="scoring", disable=not progress):
-            rows = order[start : start + batch_size]
-            input_ids, attention_mask = pad_batch([ids[i] for i in rows], model.tokenizer.pad_token_id, model.device)
-            rewards[torch.tensor(rows, device=model.device)] = model(input_ids, attention_mask).float()
+    with torch.no_grad():  # scoring builds no autograd graph
+        if model.config.mode == "frozen":
+            rewards = model(features=model.embed(prompts, responses, batch_size, progress=progress))
+        else:
+            ids = model.tokenize(prompts, responses)
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            rewards = torch.empty(len(ids), device=model.device)
+            for start in tqdm(range(0, len(order), batch_size), desc="scoring", disable=not progress):
+                rows = order[start : start + batch_size]
+                input_ids, attention_mask = pad_batch([ids[i] for i in rows], model.tokenizer.pad_token_id, model.device)
+                rewards[torch.tensor(rows, device=model.device)] = model(input_ids, attention_mask).float()
     model.train(was_training)
     return rewards.float().cpu().numpy()
 
