@@ -6,6 +6,7 @@
     course check                           exercises in sync, no stray notebook state
     course grade SUBMISSION ... [--output grades/]
     course sweep [--profile P] [--methods ...] [--noise ...] [--seeds ...]   the CRM reproduction grid
+    course end-to-end [--profile cpu|gpu] [--seeds ...] [--arms ...]   GRPO policies against noisy-label reward models
     course site [--source FOLDER] [--output build/site]   the course website, from executed notebooks
 """
 
@@ -18,6 +19,9 @@ from pathlib import Path
 PROFILES = ("smoke", "standard", "full")
 # course_lib.studies.reproduction.PROFILES, named here so that the command starts without importing torch.
 SWEEP_PROFILES = ("smoke", "standard", "full", "lora_cpu", "lora", "independent_cpu", "independent")
+# course_lib.studies.end_to_end.PROFILES and ARMS
+END_TO_END_PROFILES = ("cpu", "gpu")
+END_TO_END_ARMS = ("gold", "clean", "noisy", "self_review", "crm", "ensemble")
 
 
 def _cmd_run(args) -> int:
@@ -125,6 +129,20 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_end_to_end(args) -> int:
+    from .notebook_io import repo_root
+    from ..studies.end_to_end import run_end_to_end
+    from ..studies.end_to_end_report import write_report
+
+    root = repo_root()
+    output = Path(args.output or root / "results")
+    if not args.report_only:
+        run_end_to_end(output, profile=args.profile, seeds=args.seeds, arms=args.arms or END_TO_END_ARMS,
+                       device=args.device, cache_dir=args.cache or root / "build" / "cache")
+    print(f"results: {output / 'end_to_end.csv'}, {write_report(output)}, {output / 'end_to_end.png'}")
+    return 0
+
+
 def _cmd_site(args) -> int:
     from .notebook_io import repo_root
     from .site import build_site
@@ -195,6 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--cache", help="cache of encoded features and SFT policies (default: build/cache)")
     sweep.add_argument("--report-only", action="store_true", help="only rewrite the report from the CSVs in the output folder")
     sweep.set_defaults(func=_cmd_sweep)
+
+    e2e = sub.add_parser("end-to-end", help="GRPO policies against reward models trained on the policy's own noisy "
+                                            "pairs (resumable) into results/end_to_end.csv/.md/.png")
+    e2e.add_argument("--profile", choices=END_TO_END_PROFILES, default="cpu",
+                     help="cpu: 2 CPU cores, about 1-1.5 h for five seeds; gpu: larger, on one GPU")
+    e2e.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds (default 0 1 2 3 4)")
+    e2e.add_argument("--arms", nargs="+", choices=END_TO_END_ARMS, help="arms to run (default: all six)")
+    e2e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    e2e.add_argument("--output", help="folder for end_to_end.csv/.md/.png (default: results/)")
+    e2e.add_argument("--cache", help="cache of SFT policies (default: build/cache)")
+    e2e.add_argument("--report-only", action="store_true", help="only rewrite the report from the CSV")
+    e2e.set_defaults(func=_cmd_end_to_end)
     return parser
 
 

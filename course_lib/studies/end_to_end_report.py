@@ -1,0 +1,297 @@
+"""The end-to-end study's report: gold and proxy against KL per arm, and the arms compared at matched KL.
+
+Reads the rows :func:`course_lib.studies.end_to_end.run_end_to_end` wrote (one per arm
+and seed; each with the gold and proxy of every evaluation prompt at every checkpoint,
+step 0 being the SFT policy) and writes ``end_to_end.md`` and ``end_to_end.png``.
+
+Arms move away from the SFT policy at different speeds, so comparing them after the
+same number of steps mixes "a better reward" with "a policy that moved further". The
+headline compares them **at matched KL**: for each arm and seed, each prompt's gold is
+interpolated linearly between the two checkpoints whose mean KL brackets a target KL
+(:func:`gold_at_kl`), the target being the largest KL every arm reached in every seed.
+Every comparison is :func:`~course_lib.engine.uncertainty.policy_difference` over seeds
+x prompts (the same prompts for every arm), Bonferroni-widened for the comparisons read
+together.
+
+Defined for Chapter 08.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..engine.files import write_bytes_atomic, write_text_atomic
+from ..engine.uncertainty import detectable_effect, mean_estimate, policy_difference
+from .end_to_end import ARMS, CSV_NAME, decode_array
+
+ARM_TITLES = {"gold": "gold judge (ceiling)", "clean": "RM, clean labels", "noisy": "RM, 40% flips, plain",
+              "self_review": "RM, 40% flips, Self-Review", "crm": "RM, 40% flips, CRM",
+              "ensemble": "ensemble of two RMs, 40% flips"}
+HEADLINE = ("crm", "noisy")
+COMPARISONS = [  # (label, arm, baseline); the first is the headline
+    ("CRM - plain noisy RM (the headline)", "crm", "noisy"),
+    ("CRM - ensemble of two independent RMs (the reviewers' baseline)", "crm", "ensemble"),
+    ("CRM - Self-Review (the peer exchange)", "crm", "self_review"),
+    ("ensemble - plain noisy RM", "ensemble", "noisy"),
+    ("clean-label RM - plain noisy RM (what the noise costs)", "clean", "noisy"),
+    ("gold judge - clean-label RM (what a learned reward costs)", "gold", "clean"),
+]
+
+
+class Study:
+    """The rows as arrays: per arm, gold and proxy ``(seeds, checkpoints, prompts)`` and mean KL ``(seeds, checkpoints)``."""
+
+    def __init__(self, rows: list[dict]):
+        if not rows:
+            raise ValueError("end-to-end report: no rows")
+        self.frame = pd.DataFrame(rows)
+        self.config = json.loads(self.frame.iloc[0]["config"])
+        self.arms = [a for a in ARMS if a in set(self.frame["arm"])]
+        self.seeds = sorted(set.intersection(*(set(self.frame.loc[self.frame.arm == a, "seed"].astype(int))
+                                               for a in self.arms)))
+        if not self.seeds:
+            raise ValueError("end-to-end report: no seed has a row for every arm present")
+        self.steps = json.loads(self.frame.iloc[0]["steps"])
+        self.gold, self.proxy, self.kl = {}, {}, {}
+        for arm in self.arms:
+            part = self.frame[self.frame.arm == arm].set_index(self.frame.loc[self.frame.arm == arm, "seed"].astype(int))
+            rows_ = [part.loc[s] for s in self.seeds]
+            self.gold[arm] = np.stack([decode_array(r["gold_prompts"]) for r in rows_])
+            self.proxy[arm] = np.stack([decode_array(r["proxy_prompts"]) for r in rows_])
+            self.kl[arm] = np.array([json.loads(r["kl"]) for r in rows_])
+
+    def row(self, arm: str, seed: int) -> pd.Series:
+        return self.frame[(self.frame.arm == arm) & (self.frame.seed.astype(int) == seed)].iloc[0]
+
+    def matched_kl(self) -> float:
+        """The largest KL every arm reached at its last checkpoint in every seed."""
+        return float(min(self.kl[arm][:, -1].min() for arm in self.arms))
+
+    def gold_at(self, arm: str, target: float) -> np.ndarray:
+        """``(seeds, prompts)``: each prompt's gold at KL ``target`` (:func:`gold_at_kl`), seed by seed."""
+        return np.stack([gold_at_kl(self.gold[arm][i], self.kl[arm][i], target) for i in range(len(self.seeds))])
+
+    def change(self, arm: str, checkpoint: int, name: str = "gold"):
+        """Gold (or proxy, in SDs of its step-0 values) at ``checkpoint`` minus step 0: seeds x prompts interval."""
+        values = getattr(self, name)[arm]
+        scale = 1.0 if name == "gold" else max(float(values[:, 0].std()), 1e-12)
+        return policy_difference(values[:, checkpoint] / scale, values[:, 0] / scale)
+
+
+def gold_at_kl(gold: np.ndarray, kl: np.ndarray, target: float) -> np.ndarray:
+    """Per-prompt gold ``(prompts,)`` at KL ``target``, from checkpoints ``gold (checkpoints, prompts)`` at mean KLs ``kl``.
+
+    Linear interpolation between the first two consecutive checkpoints whose KLs bracket
+    ``target`` (step 0 has KL 0); a ``ValueError`` if no checkpoint reaches it.
+    """
+    gold, kl = np.asarray(gold, dtype=np.float64), np.asarray(kl, dtype=np.float64)
+    if gold.ndim != 2 or len(kl) != len(gold):
+        raise ValueError(f"gold_at_kl: gold must be (checkpoints, prompts) with one KL per checkpoint, got "
+                         f"{gold.shape} and {kl.shape}")
+    for k in range(len(kl) - 1):
+        low, high = kl[k], kl[k + 1]
+        if min(low, high) <= target <= max(low, high):
+            weight = 0.0 if high == low else (target - low) / (high - low)
+            return (1 - weight) * gold[k] + weight * gold[k + 1]
+    raise ValueError(f"gold_at_kl: no two checkpoints bracket KL {target:.3f} (checkpoint KLs {np.round(kl, 3).tolist()})")
+
+
+def _cell(estimate) -> str:
+    return f"{estimate.mean:+.3f} [{estimate.low:+.3f}, {estimate.high:+.3f}]"
+
+
+def _verdict(estimate, what: str) -> str:
+    if estimate.low > 0:
+        return f"{what} is positive"
+    if estimate.high < 0:
+        return f"{what} is negative"
+    return "within noise"
+
+
+def _seed_estimate(values) -> str:
+    estimate = mean_estimate(np.asarray(values, dtype=np.float64))
+    return f"{estimate.mean:.3f} ± {estimate.se:.3f}" if len(values) > 1 else f"{estimate.mean:.3f}"
+
+
+def reward_model_table(study: Study) -> list[str]:
+    lines = ["| arm | training labels right | held-out accuracy on the policy's answers | MiniRewardBench | "
+             "update-set overlap / kept-label precision | RM training (s) |", "|---|---|---|---|---|---|"]
+    for arm in study.arms:
+        if arm == "gold":
+            continue
+        part = [study.row(arm, s) for s in study.seeds]
+        overlap = [r["selection_agreement"] for r in part if pd.notna(r.get("selection_agreement"))]
+        precision = [r["selection_precision"] for r in part if pd.notna(r.get("selection_precision"))]
+        selection = f"{np.mean(overlap):.3f} / {np.mean(precision):.3f}" if overlap else "—"
+        lines.append(f"| {ARM_TITLES[arm]} | {np.mean([r['label_precision'] for r in part]):.3f} | "
+                     f"{_seed_estimate([r['heldout_accuracy'] for r in part])} | {_seed_estimate([r['bench'] for r in part])} | "
+                     f"{selection} | {np.mean([r['rm_seconds'] for r in part]):.0f} |")
+    return lines
+
+
+def markdown_report(rows: list[dict]) -> str:
+    study = Study(rows)
+    config, steps, seeds = study.config, study.steps, study.seeds
+    n_prompts = study.gold[study.arms[0]].shape[-1]
+    frame = study.frame
+    lines = ["# The end-to-end study: GRPO policies against reward models learned from noisy labels", "",
+             "Written by `course end-to-end` (`course_lib.studies.end_to_end`, report "
+             "`course_lib.studies.end_to_end_report`).", "",
+             f"- Seeds: {', '.join(map(str, seeds))} (policy seed = run seed; model B of two-model arms from the SFT "
+             f"policy of seed + {int(frame.iloc[0]['partner_seed']) - int(frame.iloc[0]['policy_seed'])}); "
+             f"arms: {', '.join(study.arms)}.",
+             f"- Reward models: the SFT policy's transformer + a linear head on the last token, every weight trained "
+             f"({config['rm']['epochs']} epochs, lr {config['rm']['lr']:g}), on {int(frame['n_pairs'].min())}-"
+             f"{int(frame['n_pairs'].max())} pairs of the policy's own answers to {config['rm_prompts']} prompts "
+             f"(pairs whose gold differs; source: {', '.join(sorted(set(frame['pair_source'])))}), "
+             f"{config['noise_rate']:.0%} of labels flipped.",
+             f"- GRPO: {config['steps']} steps x {config['prompts_per_step']} fresh prompts x {config['group_size']} "
+             f"answers, lr {config['lr']:g}, beta {config['beta']:g}, at most {config['max_new_tokens']} new tokens.",
+             f"- Evaluation: one answer to each of the same {n_prompts} prompts at steps {steps} (step 0: the SFT "
+             "policy), gold, the arm's own reward (proxy) and the log-ratio to the SFT policy (KL, nats).",
+             f"- Device: {', '.join(sorted(set(frame['device'])))}; wall time {frame['rm_seconds'].sum() / 60:.0f} min "
+             f"training reward models, {frame['grpo_seconds'].sum() / 60:.0f} min GRPO and evaluation "
+             f"({(frame['rm_seconds'] + frame['grpo_seconds']).mean() / 60:.1f} min per arm and seed).", ""]
+
+    lines += ["## The reward models", "",
+              "Held-out accuracy: the share of held-out pairs of the policy's own answers (gold labels) that the "
+              "reward model orders as gold does; mean ± SE over seeds. Overlap and precision: the last epoch's "
+              "update sets of a two-model method (|A and B| / |A|, and the share of kept pairs whose label is right).", ""]
+    lines += reward_model_table(study) + [""]
+
+    lines += ["## Gold and proxy against KL", "",
+              "Change from the SFT policy at each evaluation (gold in gold units, proxy in SDs of the arm's reward over "
+              "the SFT policy's answers), with 95% t intervals over seeds x prompts; KL is the mean over seeds.", "",
+              "| arm | " + " | ".join(f"step {s}: KL / gold / proxy" for s in steps[1:]) + " | gold peaks at step |",
+              "|---|" + "---|" * len(steps[1:]) + "---|"]
+    peaks = {}
+    for arm in study.arms:
+        cells = []
+        for k in range(1, len(steps)):
+            gold, proxy = study.change(arm, k), study.change(arm, k, "proxy")
+            cells.append(f"{study.kl[arm][:, k].mean():.2f} / {_cell(gold)} / {proxy.mean:+.2f}")
+        peak = int(study.gold[arm].mean((0, 2)).argmax())
+        peaks[arm] = peak
+        lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(cells) + f" | {steps[peak]} |")
+    lines.append("")
+    falls = []
+    for arm in study.arms:
+        peak, last = peaks[arm], len(steps) - 1
+        if 0 < peak < last:
+            fall = policy_difference(study.gold[arm][:, peak], study.gold[arm][:, last])
+            falls.append(f"- {ARM_TITLES[arm]}: gold is highest at step {steps[peak]} (KL {study.kl[arm][:, peak].mean():.2f}); "
+                         f"peak minus last {_cell(fall)}: {_verdict(fall, 'the fall')}.")
+        else:
+            falls.append(f"- {ARM_TITLES[arm]}: gold is highest at step {steps[peak]}"
+                         + (" (no rise over the SFT policy)." if peak == 0 else ", the last evaluation: no turn down measured."))
+    lines += ["Over-optimisation (gold rising then falling while the proxy rises):", ""] + falls + [""]
+
+    target = study.matched_kl()
+    k = len([c for c in COMPARISONS if c[1] in study.arms and c[2] in study.arms])
+    confidence = 1 - 0.05 / max(k, 1)
+    sft_sd = float(study.gold[study.arms[0]][:, 0].std(axis=1, ddof=1).mean())
+    dof = len(seeds) - 1 if len(seeds) > 1 else n_prompts - 1  # one seed: the paired t over prompts
+    detectable = detectable_effect(np.sqrt(2) * sft_sd, len(seeds) * n_prompts, dof=max(dof, 1), confidence=confidence)
+    lines += [f"## The arms at matched KL ({target:.2f} nats)", "",
+              f"Each prompt's gold at KL {target:.2f} (the largest KL every arm reached in every seed), interpolated "
+              f"between checkpoints; {confidence:.1%} t intervals over {len(seeds)} seeds x {n_prompts} prompts "
+              f"(Bonferroni for {k} comparisons). Before reading: with the SFT answers' spread of gold within a prompt "
+              f"(SD {sft_sd:.2f}) and the few seeds' t quantile, the smallest difference these comparisons detect with "
+              f"80% power is about {detectable:.3f} (more where seeds disagree).", "",
+              "| arm | gold at matched KL | change from SFT |", "|---|---|---|"]
+    sft_gold = study.gold[study.arms[0]][:, 0]
+    for arm in study.arms:
+        at = study.gold_at(arm, target)
+        lines.append(f"| {ARM_TITLES[arm]} | {at.mean():.3f} | {_cell(policy_difference(at, sft_gold))} |")
+    lines += ["", "| comparison | at matched KL | at the last step |", "|---|---|---|"]
+    verdicts = []
+    for label, arm, base in COMPARISONS:
+        if arm not in study.arms or base not in study.arms:
+            continue
+        matched = policy_difference(study.gold_at(arm, target), study.gold_at(base, target), confidence=confidence)
+        last = policy_difference(study.gold[arm][:, -1], study.gold[base][:, -1], confidence=confidence)
+        lines.append(f"| {label} | {_cell(matched)} | {_cell(last)} |")
+        verdicts.append((label, arm, base, matched))
+    lines.append("")
+    if verdicts:
+        label, arm, base, estimate = verdicts[0]
+        lines += ["**Verdict.** " + " ".join(
+            f"{ARM_TITLES[a]} minus {ARM_TITLES[b]}: {e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}], "
+            f"{_verdict(e, 'the difference')}." for _, a, b, e in verdicts), ""]
+    lines += transfer_lines(study, target)
+    return "\n".join(lines) + "\n"
+
+
+def transfer_lines(study: Study, target: float) -> list[str]:
+    """Does reward-model accuracy on the policy's answers predict the policy's gold? One point per (RM arm, seed)."""
+    points = []
+    sft = study.gold[study.arms[0]][:, 0].mean(1)
+    for arm in study.arms:
+        if arm == "gold":
+            continue
+        at = study.gold_at(arm, target).mean(1)
+        for i, seed in enumerate(study.seeds):
+            points.append((study.row(arm, seed)["heldout_accuracy"], study.row(arm, seed)["bench"], at[i] - sft[i]))
+    if len(points) < 3:
+        return []
+    points = np.array(points)
+    if np.ptp(points[:, 2]) == 0:
+        return []
+
+    def spearman(j: int) -> str:
+        if np.ptp(points[:, j]) == 0:
+            return "undefined (every run has the same accuracy)"
+        ranks = [pd.Series(points[:, k]).rank().to_numpy() for k in (j, 2)]
+        return f"{float(np.corrcoef(*ranks)[0, 1]):+.2f}"
+
+    return ["## What carries over from reward-model accuracy", "",
+            f"Over the {len(points)} (reward model, seed) runs, the Spearman correlation of the policy's gold gain at "
+            f"matched KL with the reward model's held-out accuracy on the policy's answers is {spearman(0)}, and with its "
+            f"MiniRewardBench accuracy {spearman(1)}.", ""]
+
+
+def plot_png(rows: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    study = Study(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for arm in study.arms:
+        kl = study.kl[arm].mean(0)
+        for ax, name in zip(axes, ("gold", "proxy")):
+            estimates = [study.change(arm, k, name) for k in range(1, len(study.steps))]
+            means = np.array([0.0] + [e.mean for e in estimates])
+            errors = np.array([[0.0, 0.0]] + [[e.mean - e.low, e.high - e.mean] for e in estimates]).T
+            ax.errorbar(kl, means, yerr=errors, fmt="o-", ms=3, capsize=2, label=ARM_TITLES[arm])
+    axes[0].set(xlabel="KL to the SFT policy (nats)", ylabel="gold change from SFT", title="gold (what people want)")
+    axes[1].set(xlabel="KL to the SFT policy (nats)", ylabel="proxy change (SDs of its SFT scores)",
+                title="proxy (what each policy was trained on)")
+    for ax in axes:
+        ax.axhline(0, color="grey", lw=0.5)
+    axes[0].axvline(study.matched_kl(), color="grey", ls=":", lw=1)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"GRPO end to end, {len(study.seeds)} seeds, 95% t intervals over seeds x prompts", fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_report(output_dir) -> Path:
+    """Write ``end_to_end.md`` and ``end_to_end.png`` from ``output_dir/end_to_end.csv``; returns the Markdown's path."""
+    output_dir = Path(output_dir)
+    csv_path = output_dir / CSV_NAME
+    if not csv_path.exists():
+        raise FileNotFoundError(f"end-to-end report: {csv_path} does not exist; run `course end-to-end` first")
+    rows = pd.read_csv(csv_path).to_dict("records")
+    write_text_atomic(output_dir / "end_to_end.md", markdown_report(rows))
+    write_bytes_atomic(output_dir / "end_to_end.png", plot_png(rows))
+    return output_dir / "end_to_end.md"
