@@ -106,15 +106,17 @@ def test_a_policy_that_gives_too_few_pairs_is_an_error_without_the_fallback(tiny
                            cache_dir=cache, progress=False)
 
 
-def _synthetic_rows(frame: pd.DataFrame, effects: dict[str, float], seeds=(0, 1, 2), prompts: int = 400) -> list[dict]:
-    """Rows in the study's format whose gold is the SFT's plus ``effects[arm]`` times the KL, with noise."""
+def _synthetic_rows(frame: pd.DataFrame, effects: dict[str, float], seeds=(0, 1, 2), prompts: int = 400,
+                    pace: dict[str, float] | None = None) -> list[dict]:
+    """Rows in the study's format whose gold is the SFT's plus ``effects[arm]`` times the KL, with noise;
+    ``pace[arm]`` scales an arm's KL (default 1)."""
     rng = np.random.default_rng(0)
     template = frame.iloc[0].to_dict()
     rows = []
     for seed in seeds:
         sft = rng.normal(4.0, 1.0, size=prompts)
         for arm, effect in effects.items():
-            kl = np.array([0.0, 1.0 + 0.1 * seed, 2.0 + 0.2 * seed])
+            kl = np.array([0.0, 1.0 + 0.1 * seed, 2.0 + 0.2 * seed]) * (pace or {}).get(arm, 1.0)
             gold = np.stack([sft + effect * k + (k > 0) * rng.normal(0, 0.5, size=prompts) for k in kl])
             rows.append({**template, "arm": arm, "seed": seed, "steps": json.dumps([0, 2, 4]),
                          "kl": json.dumps(kl.round(4).tolist()), "gold_prompts": e2e.encode_array(gold),
@@ -126,10 +128,11 @@ def _synthetic_rows(frame: pd.DataFrame, effects: dict[str, float], seeds=(0, 1,
 
 def test_the_report_finds_a_planted_difference_at_matched_kl_and_no_other(tiny_run):
     _, _, frame = tiny_run
-    rows = _synthetic_rows(frame, {"gold": 0.5, "noisy": 0.0, "crm": 0.25, "ensemble": 0.0})
+    rows = _synthetic_rows(frame, {"gold": 0.5, "noisy": 0.0, "crm": 0.25, "ensemble": 0.0}, pace={"gold": 0.5})
     study = Study(rows)
     assert study.seeds == [0, 1, 2]
-    assert study.matched_kl() == pytest.approx(2.0)  # the smallest last KL over arms and seeds
+    assert study.matched_kl() == pytest.approx(2.0)  # the smallest last KL over reward-model arms and seeds
+    assert not study.reaches("gold", 2.0) and study.reaches("gold", 1.0)
     report = markdown_report(rows)
     headline = next(line for line in report.splitlines() if line.startswith("| CRM - plain noisy RM"))
     mean = float(headline.split("|")[2].split("[")[0])
@@ -139,6 +142,7 @@ def test_the_report_finds_a_planted_difference_at_matched_kl_and_no_other(tiny_r
     low, high = (float(v) for v in ensemble.split("[")[1].split("]")[0].split(","))
     assert low < 0 < high  # no planted difference: within noise
     assert "Spearman" in report and report.count("within noise") >= 1
+    assert "| gold judge (ceiling) | does not reach KL 2.00" in report
     assert plot_png(rows)[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -8,8 +8,10 @@ Arms move away from the SFT policy at different speeds, so comparing them after 
 same number of steps mixes "a better reward" with "a policy that moved further". The
 headline compares them **at matched KL**: for each arm and seed, each prompt's gold is
 interpolated linearly between the two checkpoints whose mean KL brackets a target KL
-(:func:`gold_at_kl`), the target being the largest KL every arm reached in every seed.
-Every comparison is :func:`~course_lib.engine.uncertainty.policy_difference` over seeds
+(:func:`gold_at_kl`), the target being the largest KL every reward-model arm reached in every seed.
+The gold arm (the judge itself as
+reward) is the ceiling at its own pace and joins the matched comparisons only where it
+reaches the target. Every comparison is :func:`~course_lib.engine.uncertainty.policy_difference` over seeds
 x prompts (the same prompts for every arm), Bonferroni-widened for the comparisons read
 together.
 
@@ -69,8 +71,18 @@ class Study:
         return self.frame[(self.frame.arm == arm) & (self.frame.seed.astype(int) == seed)].iloc[0]
 
     def matched_kl(self) -> float:
-        """The largest KL every arm reached at its last checkpoint in every seed."""
-        return float(min(self.kl[arm][:, -1].min() for arm in self.arms))
+        """The largest KL every reward-model arm reached at its last checkpoint in every seed.
+
+        The gold arm is left out: its reward moves the policy at its own pace, and the
+        question is how the reward models compare. It joins a comparison at matched KL
+        only where it reaches that KL (:meth:`reaches`).
+        """
+        arms = [a for a in self.arms if a != "gold"] or self.arms
+        return float(min(self.kl[arm][:, -1].min() for arm in arms))
+
+    def reaches(self, arm: str, target: float) -> bool:
+        """Whether every seed of ``arm`` has a checkpoint at KL ``target`` or beyond."""
+        return bool((self.kl[arm].max(axis=1) >= target).all())
 
     def gold_at(self, arm: str, target: float) -> np.ndarray:
         """``(seeds, prompts)``: each prompt's gold at KL ``target`` (:func:`gold_at_kl`), seed by seed."""
@@ -198,7 +210,7 @@ def markdown_report(rows: list[dict]) -> str:
     dof = len(seeds) - 1 if len(seeds) > 1 else n_prompts - 1  # one seed: the paired t over prompts
     detectable = detectable_effect(np.sqrt(2) * sft_sd, len(seeds) * n_prompts, dof=max(dof, 1), confidence=confidence)
     lines += [f"## The arms at matched KL ({target:.2f} nats)", "",
-              f"Each prompt's gold at KL {target:.2f} (the largest KL every arm reached in every seed), interpolated "
+              f"Each prompt's gold at KL {target:.2f} (the largest KL every reward-model arm reached in every seed), interpolated "
               f"between checkpoints; {confidence:.1%} t intervals over {len(seeds)} seeds x {n_prompts} prompts "
               f"(Bonferroni for {k} comparisons). Before reading: with the SFT answers' spread of gold within a prompt "
               f"(SD {sft_sd:.2f}) and the few seeds' t quantile, the smallest difference these comparisons detect with "
@@ -206,6 +218,11 @@ def markdown_report(rows: list[dict]) -> str:
               "| arm | gold at matched KL | change from SFT |", "|---|---|---|"]
     sft_gold = study.gold[study.arms[0]][:, 0]
     for arm in study.arms:
+        if not study.reaches(arm, target):
+            last = policy_difference(study.gold[arm][:, -1], sft_gold)
+            lines.append(f"| {ARM_TITLES[arm]} | does not reach KL {target:.2f} (last step: KL "
+                         f"{study.kl[arm][:, -1].mean():.2f}, gold {study.gold[arm][:, -1].mean():.3f}) | {_cell(last)} at its last step |")
+            continue
         at = study.gold_at(arm, target)
         lines.append(f"| {ARM_TITLES[arm]} | {at.mean():.3f} | {_cell(policy_difference(at, sft_gold))} |")
     lines += ["", "| comparison | at matched KL | at the last step |", "|---|---|---|"]
@@ -213,8 +230,11 @@ def markdown_report(rows: list[dict]) -> str:
     for label, arm, base in COMPARISONS:
         if arm not in study.arms or base not in study.arms:
             continue
-        matched = policy_difference(study.gold_at(arm, target), study.gold_at(base, target), confidence=confidence)
         last = policy_difference(study.gold[arm][:, -1], study.gold[base][:, -1], confidence=confidence)
+        if not (study.reaches(arm, target) and study.reaches(base, target)):
+            lines.append(f"| {label} | — (one arm does not reach KL {target:.2f}) | {_cell(last)} |")
+            continue
+        matched = policy_difference(study.gold_at(arm, target), study.gold_at(base, target), confidence=confidence)
         lines.append(f"| {label} | {_cell(matched)} | {_cell(last)} |")
         verdicts.append((label, arm, base, matched))
     lines.append("")
@@ -232,7 +252,7 @@ def transfer_lines(study: Study, target: float) -> list[str]:
     points = []
     sft = study.gold[study.arms[0]][:, 0].mean(1)
     for arm in study.arms:
-        if arm == "gold":
+        if arm == "gold" or not study.reaches(arm, target):
             continue
         at = study.gold_at(arm, target).mean(1)
         for i, seed in enumerate(study.seeds):
