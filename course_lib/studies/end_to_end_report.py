@@ -146,10 +146,73 @@ def reward_model_table(study: Study) -> list[str]:
     return lines
 
 
+def design(study: Study) -> dict:
+    """The matched-KL comparisons' design, fixed before reading them: the target KL, how many comparisons
+    (``k``) and so the Bonferroni ``confidence``, and the smallest difference detected with 80% power."""
+    target = study.matched_kl()
+    k = len([c for c in COMPARISONS if c[1] in study.arms and c[2] in study.arms])
+    confidence = 1 - 0.05 / max(k, 1)
+    seeds, n_prompts = len(study.seeds), study.gold[study.arms[0]].shape[-1]
+    sd = float(study.gold[study.arms[0]][:, 0].std(axis=1, ddof=1).mean())  # one SFT answer's gold, over prompts
+    dof = seeds - 1 if seeds > 1 else n_prompts - 1  # one seed: the paired t over prompts
+    detectable = detectable_effect(np.sqrt(2) * sd, seeds * n_prompts, dof=max(dof, 1), confidence=confidence)
+    return {"target": target, "k": k, "confidence": confidence, "sd": sd, "detectable": detectable,
+            "seeds": seeds, "prompts": n_prompts}
+
+
+def comparisons(study: Study, target: float, confidence: float) -> list[dict]:
+    """Each of :data:`COMPARISONS` present: ``matched`` (at KL ``target``; None when an arm does not reach
+    it) and ``last`` (at the last step), policy differences over seeds x prompts."""
+    out = []
+    for label, arm, base in COMPARISONS:
+        if arm not in study.arms or base not in study.arms:
+            continue
+        matched = None
+        if study.reaches(arm, target) and study.reaches(base, target):
+            matched = policy_difference(study.gold_at(arm, target), study.gold_at(base, target), confidence=confidence)
+        last = policy_difference(study.gold[arm][:, -1], study.gold[base][:, -1], confidence=confidence)
+        out.append({"label": label, "arm": arm, "base": base, "matched": matched, "last": last})
+    return out
+
+
+def peaks(study: Study) -> dict[str, dict]:
+    """Per arm: the checkpoint where mean gold peaks, its KL, and (peak strictly inside) peak minus last gold."""
+    out = {}
+    for arm in study.arms:
+        peak, last = int(study.gold[arm].mean((0, 2)).argmax()), len(study.steps) - 1
+        fall = policy_difference(study.gold[arm][:, peak], study.gold[arm][:, last]) if 0 < peak < last else None
+        out[arm] = {"step": study.steps[peak], "index": peak, "kl": float(study.kl[arm][:, peak].mean()), "fall": fall}
+    return out
+
+
+def transfer(study: Study, target: float) -> dict:
+    """Does reward-model accuracy predict the policy's gold? Spearman correlations over (reward-model arm, seed)
+    runs of the gold gain at KL ``target`` with held-out accuracy on the policy's answers and with MiniRewardBench
+    (None when undefined)."""
+    points = []
+    sft = study.gold[study.arms[0]][:, 0].mean(1)
+    for arm in study.arms:
+        if arm == "gold" or not study.reaches(arm, target):
+            continue
+        at = study.gold_at(arm, target).mean(1)
+        for i, seed in enumerate(study.seeds):
+            row = study.row(arm, seed)
+            points.append((row["heldout_accuracy"], row["bench"], at[i] - sft[i]))
+    points = np.array(points).reshape(-1, 3)
+
+    def spearman(j: int):
+        if len(points) < 3 or np.ptp(points[:, j]) == 0 or np.ptp(points[:, 2]) == 0:
+            return None
+        ranks = [pd.Series(points[:, c]).rank().to_numpy() for c in (j, 2)]
+        return float(np.corrcoef(*ranks)[0, 1])
+
+    return {"runs": len(points), "heldout": spearman(0), "bench": spearman(1)}
+
+
 def markdown_report(rows: list[dict]) -> str:
     study = Study(rows)
     config, steps, seeds = study.config, study.steps, study.seeds
-    n_prompts = study.gold[study.arms[0]].shape[-1]
+    plan = design(study)
     frame = study.frame
     lines = ["# The end-to-end study: GRPO policies against reward models learned from noisy labels", "",
              "Written by `course end-to-end` (`course_lib.studies.end_to_end`, report "
@@ -164,7 +227,7 @@ def markdown_report(rows: list[dict]) -> str:
              f"{config['noise_rate']:.0%} of labels flipped.",
              f"- GRPO: {config['steps']} steps x {config['prompts_per_step']} fresh prompts x {config['group_size']} "
              f"answers, lr {config['lr']:g}, beta {config['beta']:g}, at most {config['max_new_tokens']} new tokens.",
-             f"- Evaluation: one answer to each of the same {n_prompts} prompts at steps {steps} (step 0: the SFT "
+             f"- Evaluation: one answer to each of the same {plan['prompts']} prompts at steps {steps} (step 0: the SFT "
              "policy), gold, the arm's own reward (proxy) and the log-ratio to the SFT policy (KL, nats).",
              f"- Device: {', '.join(sorted(set(frame['device'])))}; wall time {frame['rm_seconds'].sum() / 60:.0f} min "
              f"training reward models, {frame['grpo_seconds'].sum() / 60:.0f} min GRPO and evaluation "
@@ -179,109 +242,64 @@ def markdown_report(rows: list[dict]) -> str:
     lines += ["## Gold and proxy against KL", "",
               "Change from the SFT policy at each evaluation (gold in gold units, proxy in SDs of the arm's reward over "
               "the SFT policy's answers), with 95% t intervals over seeds x prompts; KL is the mean over seeds.", "",
-              "| arm | " + " | ".join(f"step {s}: KL / gold / proxy" for s in steps[1:]) + " | gold peaks at step |",
-              "|---|" + "---|" * len(steps[1:]) + "---|"]
-    peaks = {}
-    for arm in study.arms:
-        cells = []
-        for k in range(1, len(steps)):
-            gold, proxy = study.change(arm, k), study.change(arm, k, "proxy")
-            cells.append(f"{study.kl[arm][:, k].mean():.2f} / {_cell(gold)} / {proxy.mean:+.2f}")
-        peak = int(study.gold[arm].mean((0, 2)).argmax())
-        peaks[arm] = peak
-        lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(cells) + f" | {steps[peak]} |")
-    lines.append("")
-    falls = []
-    for arm in study.arms:
-        peak, last = peaks[arm], len(steps) - 1
-        if 0 < peak < last:
-            fall = policy_difference(study.gold[arm][:, peak], study.gold[arm][:, last])
-            falls.append(f"- {ARM_TITLES[arm]}: gold is highest at step {steps[peak]} (KL {study.kl[arm][:, peak].mean():.2f}); "
-                         f"peak minus last {_cell(fall)}: {_verdict(fall, 'the fall')}.")
+              "| step | " + " | ".join(ARM_TITLES[a] + ": KL / gold / proxy" for a in study.arms) + " |",
+              "|---|" + "---|" * len(study.arms)]
+    for k in range(1, len(steps)):
+        cells = [f"{study.kl[a][:, k].mean():.2f} / {_cell(study.change(a, k))} / {study.change(a, k, 'proxy').mean:+.2f}"
+                 for a in study.arms]
+        lines.append(f"| {steps[k]} | " + " | ".join(cells) + " |")
+    lines += ["", "Over-optimisation (gold rising, then falling while the proxy rises):", ""]
+    for arm, peak in peaks(study).items():
+        if peak["fall"] is not None:
+            lines.append(f"- {ARM_TITLES[arm]}: gold is highest at step {peak['step']} (KL {peak['kl']:.2f}); peak minus "
+                         f"last {_cell(peak['fall'])}: {_verdict(peak['fall'], 'the fall')}.")
         else:
-            falls.append(f"- {ARM_TITLES[arm]}: gold is highest at step {steps[peak]}"
-                         + (" (no rise over the SFT policy)." if peak == 0 else ", the last evaluation: no turn down measured."))
-    lines += ["Over-optimisation (gold rising then falling while the proxy rises):", ""] + falls + [""]
+            lines.append(f"- {ARM_TITLES[arm]}: gold is highest at step {peak['step']}"
+                         + (" (no rise over the SFT policy)." if peak["index"] == 0 else
+                            ", the last evaluation: no turn down measured."))
+    lines.append("")
 
-    target = study.matched_kl()
-    k = len([c for c in COMPARISONS if c[1] in study.arms and c[2] in study.arms])
-    confidence = 1 - 0.05 / max(k, 1)
-    sft_sd = float(study.gold[study.arms[0]][:, 0].std(axis=1, ddof=1).mean())
-    dof = len(seeds) - 1 if len(seeds) > 1 else n_prompts - 1  # one seed: the paired t over prompts
-    detectable = detectable_effect(np.sqrt(2) * sft_sd, len(seeds) * n_prompts, dof=max(dof, 1), confidence=confidence)
+    target, confidence = plan["target"], plan["confidence"]
     lines += [f"## The arms at matched KL ({target:.2f} nats)", "",
-              f"Each prompt's gold at KL {target:.2f} (the largest KL every reward-model arm reached in every seed), interpolated "
-              f"between checkpoints; {confidence:.1%} t intervals over {len(seeds)} seeds x {n_prompts} prompts "
-              f"(Bonferroni for {k} comparisons). Before reading: with the SFT answers' spread of gold within a prompt "
-              f"(SD {sft_sd:.2f}) and the few seeds' t quantile, the smallest difference these comparisons detect with "
-              f"80% power is about {detectable:.3f} (more where seeds disagree).", "",
+              f"Each prompt's gold at KL {target:.2f} (the largest KL every reward-model arm reached in every seed), "
+              f"interpolated between checkpoints; {confidence:.1%} t intervals over {plan['seeds']} seeds x "
+              f"{plan['prompts']} prompts (Bonferroni for {plan['k']} comparisons). Before reading: taking the SD of "
+              f"one SFT answer's gold over prompts ({plan['sd']:.2f}) as each policy's noise per prompt, and the few "
+              f"seeds' t quantile, the smallest difference these comparisons detect with 80% power is about "
+              f"{plan['detectable']:.3f} (more where seeds disagree).", "",
               "| arm | gold at matched KL | change from SFT |", "|---|---|---|"]
     sft_gold = study.gold[study.arms[0]][:, 0]
     for arm in study.arms:
         if not study.reaches(arm, target):
             last = policy_difference(study.gold[arm][:, -1], sft_gold)
             lines.append(f"| {ARM_TITLES[arm]} | does not reach KL {target:.2f} (last step: KL "
-                         f"{study.kl[arm][:, -1].mean():.2f}, gold {study.gold[arm][:, -1].mean():.3f}) | {_cell(last)} at its last step |")
+                         f"{study.kl[arm][:, -1].mean():.2f}, gold {study.gold[arm][:, -1].mean():.3f}) | "
+                         f"{_cell(last)} at its last step |")
             continue
         at = study.gold_at(arm, target)
         lines.append(f"| {ARM_TITLES[arm]} | {at.mean():.3f} | {_cell(policy_difference(at, sft_gold))} |")
     lines += ["", "| comparison | at matched KL | at the last step |", "|---|---|---|"]
-    verdicts = []
-    for label, arm, base in COMPARISONS:
-        if arm not in study.arms or base not in study.arms:
-            continue
-        last = policy_difference(study.gold[arm][:, -1], study.gold[base][:, -1], confidence=confidence)
-        if not (study.reaches(arm, target) and study.reaches(base, target)):
-            lines.append(f"| {label} | — (one arm does not reach KL {target:.2f}) | {_cell(last)} |")
-            continue
-        matched = policy_difference(study.gold_at(arm, target), study.gold_at(base, target), confidence=confidence)
-        lines.append(f"| {label} | {_cell(matched)} | {_cell(last)} |")
-        verdicts.append((label, arm, base, matched))
-    lines.append("")
+    compared = comparisons(study, target, confidence)
+    for c in compared:
+        matched = _cell(c["matched"]) if c["matched"] is not None else f"— (one arm does not reach KL {target:.2f})"
+        lines.append(f"| {c['label']} | {matched} | {_cell(c['last'])} |")
+    verdicts = [f"{ARM_TITLES[c['arm']]} minus {ARM_TITLES[c['base']]}: {_cell(c['matched'])}, "
+                f"{_verdict(c['matched'], 'the difference')}." for c in compared if c["matched"] is not None]
     if verdicts:
-        label, arm, base, estimate = verdicts[0]
-        lines += ["**Verdict.** " + " ".join(
-            f"{ARM_TITLES[a]} minus {ARM_TITLES[b]}: {e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}], "
-            f"{_verdict(e, 'the difference')}." for _, a, b, e in verdicts), ""]
-    lines += transfer_lines(study, target)
+        lines += ["", "**At matched KL.** " + " ".join(verdicts)]
+    carried = transfer(study, target)
+    said = lambda value: "undefined" if value is None else f"{value:+.2f}"  # noqa: E731
+    lines += ["", "## What carries over from reward-model accuracy", "",
+              f"Over the {carried['runs']} (reward model, seed) runs, the Spearman correlation of the policy's gold gain "
+              f"at matched KL with the reward model's held-out accuracy on the policy's answers is "
+              f"{said(carried['heldout'])}, and with its MiniRewardBench accuracy {said(carried['bench'])}.", ""]
     return "\n".join(lines) + "\n"
 
 
-def transfer_lines(study: Study, target: float) -> list[str]:
-    """Does reward-model accuracy on the policy's answers predict the policy's gold? One point per (RM arm, seed)."""
-    points = []
-    sft = study.gold[study.arms[0]][:, 0].mean(1)
-    for arm in study.arms:
-        if arm == "gold" or not study.reaches(arm, target):
-            continue
-        at = study.gold_at(arm, target).mean(1)
-        for i, seed in enumerate(study.seeds):
-            points.append((study.row(arm, seed)["heldout_accuracy"], study.row(arm, seed)["bench"], at[i] - sft[i]))
-    if len(points) < 3:
-        return []
-    points = np.array(points)
-    if np.ptp(points[:, 2]) == 0:
-        return []
-
-    def spearman(j: int) -> str:
-        if np.ptp(points[:, j]) == 0:
-            return "undefined (every run has the same accuracy)"
-        ranks = [pd.Series(points[:, k]).rank().to_numpy() for k in (j, 2)]
-        return f"{float(np.corrcoef(*ranks)[0, 1]):+.2f}"
-
-    return ["## What carries over from reward-model accuracy", "",
-            f"Over the {len(points)} (reward model, seed) runs, the Spearman correlation of the policy's gold gain at "
-            f"matched KL with the reward model's held-out accuracy on the policy's answers is {spearman(0)}, and with its "
-            f"MiniRewardBench accuracy {spearman(1)}.", ""]
-
-
-def plot_png(rows: list[dict]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot_figure(study: Study):
+    """Gold and proxy change from the SFT policy against KL, one line per arm (95% t intervals, seeds x prompts)."""
     import matplotlib.pyplot as plt
 
-    study = Study(rows)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for arm in study.arms:
         kl = study.kl[arm].mean(0)
@@ -297,8 +315,19 @@ def plot_png(rows: list[dict]) -> bytes:
         ax.axhline(0, color="grey", lw=0.5)
     axes[0].axvline(study.matched_kl(), color="grey", ls=":", lw=1)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"GRPO end to end, {len(study.seeds)} seeds, 95% t intervals over seeds x prompts", fontsize=10)
+    fig.suptitle(f"GRPO end to end, {len(study.seeds)} seeds, 95% t intervals over seeds x prompts; dotted: matched KL",
+                 fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_png(rows: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(Study(rows))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
