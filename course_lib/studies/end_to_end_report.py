@@ -80,6 +80,20 @@ class Study:
         arms = [a for a in self.arms if a != "gold"] or self.arms
         return float(min(self.kl[arm][:, -1].min() for arm in arms))
 
+    def targets(self) -> list[tuple[str, float]]:
+        """The KLs the arms are compared at, the headline's first: where the clean-label reward model's policy
+        has its highest mean gold (the point a practitioner with the best learned reward would stop at; chosen
+        from the reference arm, never from the arms compared), then :meth:`matched_kl`."""
+        targets = []
+        if "clean" in self.arms:
+            peak = int(self.gold["clean"].mean((0, 2)).argmax())
+            if peak > 0:
+                targets.append(("where the clean-label RM's policy peaks", float(self.kl["clean"][:, peak].mean())))
+        largest = self.matched_kl()
+        if not targets or largest > targets[0][1]:
+            targets.append(("the largest KL every RM arm reached", largest))
+        return targets
+
     def reaches(self, arm: str, target: float) -> bool:
         """Whether every seed of ``arm`` has a checkpoint at KL ``target`` or beyond."""
         return bool((self.kl[arm].max(axis=1) >= target).all())
@@ -147,16 +161,17 @@ def reward_model_table(study: Study) -> list[str]:
 
 
 def design(study: Study) -> dict:
-    """The matched-KL comparisons' design, fixed before reading them: the target KL, how many comparisons
-    (``k``) and so the Bonferroni ``confidence``, and the smallest difference detected with 80% power."""
-    target = study.matched_kl()
-    k = len([c for c in COMPARISONS if c[1] in study.arms and c[2] in study.arms])
+    """The matched-KL comparisons' design, fixed before reading them: the target KLs (:meth:`Study.targets`),
+    how many comparisons (``k``, over both) and so the Bonferroni ``confidence``, and the smallest difference
+    detected with 80% power."""
+    targets = study.targets()
+    k = len([c for c in COMPARISONS if c[1] in study.arms and c[2] in study.arms]) * len(targets)
     confidence = 1 - 0.05 / max(k, 1)
     seeds, n_prompts = len(study.seeds), study.gold[study.arms[0]].shape[-1]
     sd = float(study.gold[study.arms[0]][:, 0].std(axis=1, ddof=1).mean())  # one SFT answer's gold, over prompts
     dof = seeds - 1 if seeds > 1 else n_prompts - 1  # one seed: the paired t over prompts
     detectable = detectable_effect(np.sqrt(2) * sd, seeds * n_prompts, dof=max(dof, 1), confidence=confidence)
-    return {"target": target, "k": k, "confidence": confidence, "sd": sd, "detectable": detectable,
+    return {"targets": targets, "k": k, "confidence": confidence, "sd": sd, "detectable": detectable,
             "seeds": seeds, "prompts": n_prompts}
 
 
@@ -181,7 +196,10 @@ def peaks(study: Study) -> dict[str, dict]:
     for arm in study.arms:
         peak, last = int(study.gold[arm].mean((0, 2)).argmax()), len(study.steps) - 1
         fall = policy_difference(study.gold[arm][:, peak], study.gold[arm][:, last]) if 0 < peak < last else None
-        out[arm] = {"step": study.steps[peak], "index": peak, "kl": float(study.kl[arm][:, peak].mean()), "fall": fall}
+        coherence = np.mean([json.loads(study.row(arm, seed)["coherence"]) for seed in study.seeds], axis=0)
+        out[arm] = {"step": study.steps[peak], "index": peak, "kl": float(study.kl[arm][:, peak].mean()), "fall": fall,
+                    "coherence_peak": float(coherence[peak]), "coherence_last": float(coherence[-1]),
+                    "coherence_sft": float(coherence[0])}
     return out
 
 
@@ -252,46 +270,55 @@ def markdown_report(rows: list[dict]) -> str:
     for arm, peak in peaks(study).items():
         if peak["fall"] is not None:
             lines.append(f"- {ARM_TITLES[arm]}: gold is highest at step {peak['step']} (KL {peak['kl']:.2f}); peak minus "
-                         f"last {_cell(peak['fall'])}: {_verdict(peak['fall'], 'the fall')}.")
+                         f"last {_cell(peak['fall'])}: {_verdict(peak['fall'], 'the fall')}. Coherence (share of known, "
+                         f"non-repeated sentences): {peak['coherence_sft']:.2f} at SFT, {peak['coherence_peak']:.2f} at "
+                         f"the peak, {peak['coherence_last']:.2f} at the last step.")
         else:
             lines.append(f"- {ARM_TITLES[arm]}: gold is highest at step {peak['step']}"
                          + (" (no rise over the SFT policy)." if peak["index"] == 0 else
                             ", the last evaluation: no turn down measured."))
     lines.append("")
 
-    target, confidence = plan["target"], plan["confidence"]
-    lines += [f"## The arms at matched KL ({target:.2f} nats)", "",
-              f"Each prompt's gold at KL {target:.2f} (the largest KL every reward-model arm reached in every seed), "
-              f"interpolated between checkpoints; {confidence:.1%} t intervals over {plan['seeds']} seeds x "
-              f"{plan['prompts']} prompts (Bonferroni for {plan['k']} comparisons). Before reading: taking the SD of "
-              f"one SFT answer's gold over prompts ({plan['sd']:.2f}) as each policy's noise per prompt, and the few "
-              f"seeds' t quantile, the smallest difference these comparisons detect with 80% power is about "
-              f"{plan['detectable']:.3f} (more where seeds disagree).", "",
-              "| arm | gold at matched KL | change from SFT |", "|---|---|---|"]
+    confidence = plan["confidence"]
+    names = " and ".join(f"{kl:.2f} nats ({name})" for name, kl in plan["targets"])
+    lines += ["## The arms at matched KL", "",
+              f"Each prompt's gold at a KL all arms pass, interpolated between checkpoints: {names}. "
+              f"{confidence:.1%} t intervals over {plan['seeds']} seeds x {plan['prompts']} prompts (Bonferroni for "
+              f"{plan['k']} comparisons). Before reading: taking the SD of one SFT answer's gold over prompts "
+              f"({plan['sd']:.2f}) as each policy's noise per prompt, and the few seeds' t quantile, the smallest "
+              f"difference these comparisons detect with 80% power is about {plan['detectable']:.3f} (more where seeds "
+              "disagree).", "",
+              "| arm | " + " | ".join(f"gold at KL {kl:.2f}: level, change from SFT" for _, kl in plan["targets"]) + " |",
+              "|---|" + "---|" * len(plan["targets"])]
     sft_gold = study.gold[study.arms[0]][:, 0]
     for arm in study.arms:
-        if not study.reaches(arm, target):
-            last = policy_difference(study.gold[arm][:, -1], sft_gold)
-            lines.append(f"| {ARM_TITLES[arm]} | does not reach KL {target:.2f} (last step: KL "
-                         f"{study.kl[arm][:, -1].mean():.2f}, gold {study.gold[arm][:, -1].mean():.3f}) | "
-                         f"{_cell(last)} at its last step |")
-            continue
-        at = study.gold_at(arm, target)
-        lines.append(f"| {ARM_TITLES[arm]} | {at.mean():.3f} | {_cell(policy_difference(at, sft_gold))} |")
-    lines += ["", "| comparison | at matched KL | at the last step |", "|---|---|---|"]
-    compared = comparisons(study, target, confidence)
-    for c in compared:
-        matched = _cell(c["matched"]) if c["matched"] is not None else f"— (one arm does not reach KL {target:.2f})"
-        lines.append(f"| {c['label']} | {matched} | {_cell(c['last'])} |")
-    verdicts = [f"{ARM_TITLES[c['arm']]} minus {ARM_TITLES[c['base']]}: {_cell(c['matched'])}, "
-                f"{_verdict(c['matched'], 'the difference')}." for c in compared if c["matched"] is not None]
-    if verdicts:
-        lines += ["", "**At matched KL.** " + " ".join(verdicts)]
+        cells = []
+        for _, target in plan["targets"]:
+            if study.reaches(arm, target):
+                at = study.gold_at(arm, target)
+                cells.append(f"{at.mean():.3f}, {_cell(policy_difference(at, sft_gold))}")
+            else:
+                cells.append(f"not reached (last step: KL {study.kl[arm][:, -1].mean():.2f}, gold "
+                             f"{_cell(policy_difference(study.gold[arm][:, -1], sft_gold))})")
+        lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(cells) + " |")
+    lines += ["", "| comparison | " + " | ".join(f"at KL {kl:.2f}" for _, kl in plan["targets"]) + " | at the last step |",
+              "|---|" + "---|" * (len(plan["targets"]) + 1)]
+    compared = [comparisons(study, target, confidence) for _, target in plan["targets"]]
+    for i, c in enumerate(compared[0]):
+        cells = [_cell(at[i]["matched"]) if at[i]["matched"] is not None else "— (an arm does not reach it)"
+                 for at in compared]
+        lines.append(f"| {c['label']} | " + " | ".join(cells) + f" | {_cell(c['last'])} |")
+    for (name, target), at in zip(plan["targets"], compared):
+        verdicts = [f"{ARM_TITLES[c['arm']]} minus {ARM_TITLES[c['base']]}: {_cell(c['matched'])}, "
+                    f"{_verdict(c['matched'], 'the difference')}." for c in at if c["matched"] is not None]
+        if verdicts:
+            lines += ["", f"**At KL {target:.2f} ({name}).** " + " ".join(verdicts)]
+    target = plan["targets"][0][1]
     carried = transfer(study, target)
     said = lambda value: "undefined" if value is None else f"{value:+.2f}"  # noqa: E731
     lines += ["", "## What carries over from reward-model accuracy", "",
               f"Over the {carried['runs']} (reward model, seed) runs, the Spearman correlation of the policy's gold gain "
-              f"at matched KL with the reward model's held-out accuracy on the policy's answers is "
+              f"at KL {target:.2f} with the reward model's held-out accuracy on the policy's answers is "
               f"{said(carried['heldout'])}, and with its MiniRewardBench accuracy {said(carried['bench'])}.", ""]
     return "\n".join(lines) + "\n"
 
