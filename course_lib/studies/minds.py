@@ -154,7 +154,7 @@ class PolicyMinds:
 # ----------------------------------------------------------------------------- the report's section
 
 
-def _selection(grid: Grid, method: str, noise: str) -> tuple[float, float] | None:
+def selection_means(grid: Grid, method: str, noise: str) -> tuple[float, float] | None:
     frame = grid.frame
     if "selection_agreement" not in frame:
         return None
@@ -173,7 +173,7 @@ def _seconds(grid: Grid, one: bool) -> str:
     return f"{rows.seconds.mean():.0f} s on average" if len(rows) else "not run"
 
 
-def _answer(grid: Grid, noise: str) -> str:
+def answer_line(grid: Grid, noise: str) -> str:
     """One sentence on the paper's question at ``noise``, from the intervals."""
     parts = []
     for method, baseline, what in (("peer_review", "self_review", "peer review minus Self-Review"),
@@ -186,7 +186,7 @@ def _answer(grid: Grid, noise: str) -> str:
     return f"- **{NOISE_TITLES.get(noise, noise)}**: " + ("; ".join(parts) if parts else "no paired runs yet") + "."
 
 
-def _exchange_summary(grid: Grid) -> list[str]:
+def exchange_summary(grid: Grid) -> list[str]:
     """What the intervals say about the peer exchange (against Self-Review, without and with the curriculum), per noise."""
     pairs = [(m, b, when) for (_, m, b), when in zip(QUESTIONS[:2], ("without the curriculum", "with it"))
              if m in grid.methods and b in grid.methods]
@@ -244,8 +244,8 @@ def independent_section(rows: list[dict], frozen: Grid | None = None) -> list[st
         + _seconds(grid, one=False) + ".", "",
         "### The paper's question, with independent minds", "",
     ]
-    lines += [_answer(grid, noise) for noise in grid.noises] + [""]
-    lines += _exchange_summary(grid)
+    lines += [answer_line(grid, noise) for noise in grid.noises] + [""]
+    lines += exchange_summary(grid)
     lines += ["### Paired differences (four-section average)", "",
               "| comparison | " + " | ".join(NOISE_TITLES.get(n, n) for n in grid.noises) + " |",
               "|---|" + "---|" * len(grid.noises)]
@@ -278,11 +278,11 @@ def independent_section(rows: list[dict], frozen: Grid | None = None) -> list[st
                 continue
             accuracy = (f"{estimate.mean:.3f} ± {estimate.se:.3f}" if estimate is not None
                         else f"{rows_.average.iloc[0]:.3f} (one seed)")
-            selection = _selection(grid, method, noise)
+            selection = selection_means(grid, method, noise)
             cells = [accuracy, *(("", "") if selection is None else (f"{selection[0]:.3f}", f"{selection[1]:.3f}")),
                      f"{1 - float(np.mean(rows_.noise_rate)):.3f}"]
             if frozen is not None:
-                other = _selection(frozen, method, noise) if noise in frozen.noises else None
+                other = selection_means(frozen, method, noise) if noise in frozen.noises else None
                 cells.append("" if other is None else f"{other[0]:.3f}")
             lines.append(f"| {method} | {NOISE_TITLES.get(noise, noise)} | " + " | ".join(cells) + " |")
     return lines + [""]
