@@ -123,6 +123,7 @@ def test_policy_difference_uses_few_degrees_of_freedom_with_few_seeds_and_bonfer
     assert half_width / estimate.se > 2.5, "with 3 seeds the t quantile is far above 1.96"
     wider = policy_difference(a, b, confidence=1 - 0.05 / 4)
     assert wider.low < estimate.low and wider.high > estimate.high
+    assert "(95% CI" in str(estimate) and "(98.8% CI" in str(wider), "the text names the interval's own level"
     mean = policy_mean(a)
     assert mean.mean == pytest.approx(a.mean()) and mean.low < a.mean() < mean.high
 

@@ -22,20 +22,22 @@ from scipy import stats
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean with its standard error and a 95% interval ``[low, high]``."""
+    """A mean with its standard error and an interval ``[low, high]`` at ``confidence`` (95% unless widened)."""
 
     mean: float
     se: float
     low: float
     high: float
     n: int
+    confidence: float = 0.95
 
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
     def __str__(self) -> str:
-        return f"{self.mean:+.3f} ± {self.se:.3f} (95% CI [{self.low:+.3f}, {self.high:+.3f}], n={self.n})"
+        level = f"{100 * self.confidence:.1f}".rstrip("0").rstrip(".")
+        return f"{self.mean:+.3f} ± {self.se:.3f} ({level}% CI [{self.low:+.3f}, {self.high:+.3f}], n={self.n})"
 
     def verdict(self, what: str = "difference") -> str:
         """``"<what> is positive"`` / ``"negative"`` when the interval excludes 0, else ``"within noise"``."""
@@ -226,7 +228,7 @@ def policy_difference(a, b, *, confidence: float = 0.95, name: str = "policy_dif
         dof = total**2 / denominator if denominator > 0 else n_seeds * n_prompts - 1
     se = float(np.sqrt(variance))
     quantile = float(stats.t.ppf(0.5 + confidence / 2, dof))
-    return Estimate(mean, se, mean - quantile * se, mean + quantile * se, d.size)
+    return Estimate(mean, se, mean - quantile * se, mean + quantile * se, d.size, confidence)
 
 
 def policy_mean(values, *, confidence: float = 0.95) -> Estimate:
