@@ -128,7 +128,8 @@ def _synthetic_rows(frame: pd.DataFrame, effects: dict[str, float], seeds=(0, 1,
 
 def test_the_report_finds_a_planted_difference_at_matched_kl_and_no_other(tiny_run):
     _, _, frame = tiny_run
-    rows = _synthetic_rows(frame, {"gold": 0.5, "noisy": 0.0, "crm": 0.25, "ensemble": 0.0}, pace={"gold": 0.5})
+    rows = _synthetic_rows(frame, {"gold": 0.5, "clean": 0.3, "noisy": 0.0, "crm": 0.25, "ensemble": 0.0},
+                           pace={"gold": 0.5})
     study = Study(rows)
     assert study.seeds == [0, 1, 2]
     assert study.matched_kl() == pytest.approx(2.0)  # the smallest last KL over reward-model arms and seeds
@@ -142,7 +143,8 @@ def test_the_report_finds_a_planted_difference_at_matched_kl_and_no_other(tiny_r
     low, high = (float(v) for v in ensemble.split("[")[1].split("]")[0].split(","))
     assert low < 0 < high  # no planted difference: within noise
     assert "Spearman" in report and report.count("within noise") >= 1
-    assert "| gold judge (ceiling) | does not reach KL 2.00" in report
+    assert "| gold judge (ceiling) | not reached (last step: KL" in report
+    assert "(at KL 1.00, the most both reached)" in report  # gold - clean, where gold stops short
     assert plot_png(rows)[:8] == b"\x89PNG\r\n\x1a\n"
 
 

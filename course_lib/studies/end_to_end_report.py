@@ -176,17 +176,19 @@ def design(study: Study) -> dict:
 
 
 def comparisons(study: Study, target: float, confidence: float) -> list[dict]:
-    """Each of :data:`COMPARISONS` present: ``matched`` (at KL ``target``; None when an arm does not reach
-    it) and ``last`` (at the last step), policy differences over seeds x prompts."""
+    """Each of :data:`COMPARISONS` present: ``matched`` at KL ``matched_kl`` (``target``, or, where an arm does not
+    reach it, the largest KL both arms reached in every seed) and ``last`` (at the last step), policy differences over
+    seeds x prompts."""
     out = []
     for label, arm, base in COMPARISONS:
         if arm not in study.arms or base not in study.arms:
             continue
-        matched = None
-        if study.reaches(arm, target) and study.reaches(base, target):
-            matched = policy_difference(study.gold_at(arm, target), study.gold_at(base, target), confidence=confidence)
+        kl = target
+        if not (study.reaches(arm, target) and study.reaches(base, target)):
+            kl = float(min(study.kl[arm][:, -1].min(), study.kl[base][:, -1].min()))
+        matched = policy_difference(study.gold_at(arm, kl), study.gold_at(base, kl), confidence=confidence)
         last = policy_difference(study.gold[arm][:, -1], study.gold[base][:, -1], confidence=confidence)
-        out.append({"label": label, "arm": arm, "base": base, "matched": matched, "last": last})
+        out.append({"label": label, "arm": arm, "base": base, "matched": matched, "matched_kl": kl, "last": last})
     return out
 
 
@@ -305,12 +307,14 @@ def markdown_report(rows: list[dict]) -> str:
               "|---|" + "---|" * (len(plan["targets"]) + 1)]
     compared = [comparisons(study, target, confidence) for _, target in plan["targets"]]
     for i, c in enumerate(compared[0]):
-        cells = [_cell(at[i]["matched"]) if at[i]["matched"] is not None else "— (an arm does not reach it)"
-                 for at in compared]
+        cells = [_cell(at[i]["matched"]) + ("" if at[i]["matched_kl"] == target else f" (at KL {at[i]['matched_kl']:.2f}, "
+                                                                                      "the most both reached)")
+                 for at, (_, target) in zip(compared, plan["targets"])]
         lines.append(f"| {c['label']} | " + " | ".join(cells) + f" | {_cell(c['last'])} |")
     for (name, target), at in zip(plan["targets"], compared):
-        verdicts = [f"{ARM_TITLES[c['arm']]} minus {ARM_TITLES[c['base']]}: {_cell(c['matched'])}, "
-                    f"{_verdict(c['matched'], 'the difference')}." for c in at if c["matched"] is not None]
+        verdicts = [f"{ARM_TITLES[c['arm']]} minus {ARM_TITLES[c['base']]}"
+                    + ("" if c["matched_kl"] == target else f" (at KL {c['matched_kl']:.2f})")
+                    + f": {_cell(c['matched'])}, {_verdict(c['matched'], 'the difference')}." for c in at]
         if verdicts:
             lines += ["", f"**At KL {target:.2f} ({name}).** " + " ".join(verdicts)]
     target = plan["targets"][0][1]
