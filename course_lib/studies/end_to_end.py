@@ -132,7 +132,9 @@ class EndToEndSettings:
 
 
 PROFILES = {
-    # 2 CPU cores: about 12-15 min per seed (six arms), so five seeds take about 1-1.5 h.
+    # 2 CPU cores (measured for results/end_to_end.csv, one torch thread per process, two processes taking seeds
+    # 0, 2, 4 and 1, 3): 3-4.5 min per arm (reward models 45-135 s, GRPO with seven evaluations 105-150 s), about
+    # 22 min per seed with its pairs, 1 h 15 min for five seeds; an SFT policy not in the cache adds about 2 min.
     "cpu": EndToEndSettings(),
     # One GPU: four times the pairs and prompts, longer GRPO.
     "gpu": EndToEndSettings(rm_prompts=10000, heldout_prompts=2000, steps=120, eval_every=10, prompts_per_step=16,
