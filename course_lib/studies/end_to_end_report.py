@@ -344,9 +344,11 @@ def plot_figure(study: Study):
                 title="proxy (what each policy was trained on)")
     for ax in axes:
         ax.axhline(0, color="grey", lw=0.5)
-    axes[0].axvline(study.matched_kl(), color="grey", ls=":", lw=1)
+    for _, kl in study.targets():
+        axes[0].axvline(kl, color="grey", ls=":", lw=1)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"GRPO end to end, {len(study.seeds)} seeds, 95% t intervals over seeds x prompts; dotted: matched KL",
+    fig.suptitle(f"GRPO end to end, {len(study.seeds)} seeds, 95% t intervals over seeds x prompts; dotted: the KLs the arms "
+                 "are compared at",
                  fontsize=10)
     fig.tight_layout()
     return fig
