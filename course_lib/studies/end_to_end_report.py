@@ -249,7 +249,7 @@ def markdown_report(rows: list[dict]) -> str:
              f"answers, lr {config['lr']:g}, beta {config['beta']:g}, at most {config['max_new_tokens']} new tokens.",
              f"- Evaluation: one answer to each of the same {plan['prompts']} prompts at steps {steps} (step 0: the SFT "
              "policy), gold, the arm's own reward (proxy) and the log-ratio to the SFT policy (KL, nats).",
-             f"- Device: {', '.join(sorted(set(frame['device'])))}; wall time {frame['rm_seconds'].sum() / 60:.0f} min "
+             f"- Device: {', '.join(sorted(set(frame['device'])))}; run time summed over the runs {frame['rm_seconds'].sum() / 60:.0f} min "
              f"training reward models, {frame['grpo_seconds'].sum() / 60:.0f} min GRPO and evaluation "
              f"({(frame['rm_seconds'] + frame['grpo_seconds']).mean() / 60:.1f} min per arm and seed).", ""]
 
